@@ -1,0 +1,57 @@
+//! # reqrep_client: a REQ socket that connects and asks, again and again
+//!
+//! The other half of the lecture's first exercise. A REQ socket is strict:
+//! it must send before it may receive, and receive the reply before it may
+//! send again. So the client speaks first, and one request at a time.
+//!
+//! Run it with the server in two terminals:
+//!
+//! ```text
+//! cargo run --bin reqrep_server
+//! cargo run --bin reqrep_client -- --count 5         # 5 requests, then exit 0
+//! ```
+//!
+//! or both in containers: `docker compose -f docker-compose.reqrep.yml up`.
+//!
+//! Slide questions it answers:
+//! - "start order reversed?" Start the client first: ZeroMQ connects in the
+//!   background and the first request goes out when the server appears.
+//! - "what is the `b` before the string?" Each reply line shows the payloads
+//!   as Rust byte-string literals (`b"World"`): ZeroMQ moves bytes, not text.
+//! - "more server replicas?" `--connect` several servers (repeat the flag or
+//!   separate with commas): the REQ socket sends to each in turn.
+//! - "and if the server dies?" By default the client waits `--timeout-ms`,
+//!   then resends on a new socket, `--retries` times (the Lazy Pirate
+//!   pattern). `--timeout-ms 0` shows the naive REQ, which waits forever.
+//!
+//! The loop lives in `src/client.rs`, shared with `broker_client`; the REQ
+//! socket and its retries in `src/lazy_pirate.rs`.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+
+use zmq_reqrep::cli::ClientArgs;
+use zmq_reqrep::client;
+use zmq_reqrep::exit;
+use zmq_reqrep::shutdown::Shutdown;
+
+/// A REQ client: connects, sends a request, prints the reply, repeats.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Args {
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+fn main() -> ExitCode {
+    let args: Args = exit::parse_args();
+    zmq_reqrep::logging::init("reqrep_client", &args.client.name.name);
+    exit::report(run(&args))
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    let shutdown = Shutdown::on_signals().context("installing the Ctrl-C/SIGTERM handler")?;
+    client::run("reqrep_client", &args.client, &shutdown)
+}

@@ -1,0 +1,99 @@
+//! # reqrep_server: a REP socket that binds and answers every request
+//!
+//! The lecture's first exercise: a REP server binds, a REQ client connects,
+//! the client speaks first. A REP socket is strict: it must receive a request
+//! before it may send, and send exactly one reply before it may receive again.
+//! libzmq remembers who asked, so the reply goes back to the right client even
+//! with many clients connected: they are served one request at a time, in
+//! turn (fair queueing).
+//!
+//! Run it with the client in two terminals:
+//!
+//! ```text
+//! cargo run --bin reqrep_server                      # REP, binds tcp://*:5555
+//! cargo run --bin reqrep_client -- --count 5         # REQ, connects to localhost:5555
+//! ```
+//!
+//! or both in containers: `docker compose -f docker-compose.reqrep.yml up`.
+//!
+//! Slide questions it answers:
+//! - "what is the `b` before the string?" Requests are logged as Rust
+//!   byte-string literals (`b"Hello"`): ZeroMQ moves bytes, not text.
+//! - "and if the server dies and comes back?" `--crash-after N` exits after N
+//!   replies, `--hang-after N` stops answering but stays alive; restart it and
+//!   watch what the client does (see `reqrep_client --timeout-ms`).
+//! - "more server replicas?" Start several on different ports and give the
+//!   client each of them with `--connect`: its REQ socket takes turns.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use tracing::info;
+
+use zmq_reqrep::cli::{LimitArgs, NameArg, ReplyArgs};
+use zmq_reqrep::endpoint::{self, last_endpoint};
+use zmq_reqrep::exit::{self, UsageError};
+use zmq_reqrep::faults::Faults;
+use zmq_reqrep::payload::{self, show_frames};
+use zmq_reqrep::shutdown::{CHECK_INTERVAL_MS, Shutdown};
+use zmq_reqrep::{LINGER_MS, monitor};
+
+/// A REP server: binds, then answers each request with one reply.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Endpoint to bind ('*' means every interface)
+    #[arg(long, env, default_value = "tcp://*:5555", value_parser = endpoint::parse_bind, value_name = "ENDPOINT")]
+    bind: String,
+
+    #[command(flatten)]
+    reply: ReplyArgs,
+
+    #[command(flatten)]
+    faults: Faults,
+
+    #[command(flatten)]
+    limit: LimitArgs,
+
+    #[command(flatten)]
+    name: NameArg,
+}
+
+fn main() -> ExitCode {
+    let args: Args = exit::parse_args();
+    zmq_reqrep::logging::init("reqrep_server", &args.name.name);
+    exit::report(run(&args))
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    let shutdown = Shutdown::on_signals().context("installing the Ctrl-C/SIGTERM handler")?;
+    let reply = payload::load(&args.reply.reply, args.reply.reply_file.as_deref())?;
+    let work = Duration::from_millis(args.reply.work_ms);
+
+    let ctx = zmq::Context::new();
+    let socket = ctx.socket(zmq::REP)?;
+    socket.set_linger(LINGER_MS)?; // at exit, give the last reply a moment, never hang
+    socket.set_rcvtimeo(CHECK_INTERVAL_MS)?; // wake up to notice Ctrl-C
+    socket.set_maxmsgsize(args.limit.as_maxmsgsize())?; // refuse oversize requests
+    monitor::watch(&ctx, &socket, "REP", args.limit.max_message_bytes)?;
+    socket
+        .bind(&args.bind)
+        .map_err(UsageError::at("--bind", &args.bind))?;
+    info!("REP listening on {}", last_endpoint(&socket));
+
+    let mut replies = 0u64;
+    while let Some(request) = shutdown.recv_multipart(&socket)? {
+        info!("request {}", show_frames(&request));
+        if args.faults.hang_if_due(replies, &shutdown) {
+            break;
+        }
+        shutdown.sleep(work);
+        socket.send(&reply[..], 0)?;
+        replies += 1;
+        args.faults.crash_if_due(replies)?;
+    }
+    info!("served {replies} requests");
+    Ok(())
+}

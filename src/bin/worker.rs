@@ -1,0 +1,127 @@
+//! # worker: a server that connects to a broker instead of binding
+//!
+//! In the broker exercise the workers are the servers, but they *connect*
+//! (to the broker's backend, port 5556), so any number of them can come and
+//! go while clients keep one address: the broker's.
+//!
+//! ```text
+//! cargo run --bin broker
+//! cargo run --bin worker -- --name w1                 # in two or three terminals
+//! cargo run --bin broker_client -- --count 10
+//! ```
+//!
+//! or in containers: `docker compose -f docker-compose.broker.yml up --scale worker=3`.
+//!
+//! Two modes:
+//! - plain (default): a REP socket, exactly `reqrep_server` with `connect`
+//!   instead of `bind`. The loop is below. The broker's DEALER backend hands
+//!   it requests in turn, like the course's Python worker.
+//! - `--mode lb`: a DEALER that speaks the load-balancing broker's protocol
+//!   (READY, heartbeats, reconnection with back-off); see `src/lb_worker.rs`.
+//!   Use it with `broker --mode lb`.
+//!
+//! `--crash-after N` and `--hang-after N` make it die or freeze, for the
+//! "what if a server dies?" experiment.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, ValueEnum};
+use tracing::info;
+
+use zmq_reqrep::LINGER_MS;
+use zmq_reqrep::cli::{NameArg, ReplyArgs};
+use zmq_reqrep::endpoint;
+use zmq_reqrep::exit::{self, UsageError};
+use zmq_reqrep::faults::Faults;
+use zmq_reqrep::lb_worker;
+use zmq_reqrep::payload::{self, show_frames};
+use zmq_reqrep::shutdown::{CHECK_INTERVAL_MS, Shutdown};
+
+/// Which broker the worker is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// REP socket, for `broker --mode proxy` (or any ROUTER/DEALER broker)
+    Plain,
+    /// DEALER with READY and heartbeats, for `broker --mode lb`
+    Lb,
+}
+
+/// A worker: connects to a broker's backend and answers requests.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// The broker's backend endpoint
+    #[arg(long, env, default_value = "tcp://localhost:5556", value_parser = endpoint::parse_connect, value_name = "ENDPOINT")]
+    connect: String,
+
+    /// Which broker protocol to speak
+    #[arg(long, env, value_enum, default_value_t = Mode::Plain)]
+    mode: Mode,
+
+    /// Heartbeat interval in lb mode, in milliseconds (use the broker's value)
+    #[arg(long, env, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    heartbeat_ms: u64,
+
+    #[command(flatten)]
+    reply: ReplyArgs,
+
+    #[command(flatten)]
+    faults: Faults,
+
+    #[command(flatten)]
+    name: NameArg,
+}
+
+fn main() -> ExitCode {
+    let args: Args = exit::parse_args();
+    zmq_reqrep::logging::init("worker", &args.name.name);
+    exit::report(run(&args))
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    let shutdown = Shutdown::on_signals().context("installing the Ctrl-C/SIGTERM handler")?;
+    let reply = payload::load(&args.reply.reply, args.reply.reply_file.as_deref())?;
+    let work = Duration::from_millis(args.reply.work_ms);
+    let ctx = zmq::Context::new();
+
+    let replies = match args.mode {
+        Mode::Lb => {
+            info!("lb worker connecting to {}", args.connect);
+            let settings = lb_worker::Settings {
+                endpoint: args.connect.clone(),
+                name: args.name.name.clone(),
+                reply,
+                work,
+                heartbeat: Duration::from_millis(args.heartbeat_ms),
+            };
+            lb_worker::run(&ctx, &settings, &args.faults, &shutdown)?
+        }
+        Mode::Plain => {
+            // The same REP loop as reqrep_server; only `connect` differs.
+            let socket = ctx.socket(zmq::REP)?;
+            socket.set_linger(LINGER_MS)?;
+            socket.set_rcvtimeo(CHECK_INTERVAL_MS)?; // wake up to notice Ctrl-C
+            socket
+                .connect(&args.connect)
+                .map_err(UsageError::at("--connect", &args.connect))?;
+            info!("REP worker connecting to {}", args.connect);
+
+            let mut replies = 0u64;
+            while let Some(request) = shutdown.recv_multipart(&socket)? {
+                info!("request {}", show_frames(&request));
+                if args.faults.hang_if_due(replies, &shutdown) {
+                    break;
+                }
+                shutdown.sleep(work);
+                socket.send(&reply[..], 0)?;
+                replies += 1;
+                args.faults.crash_if_due(replies)?;
+            }
+            replies
+        }
+    };
+    info!("served {replies} requests");
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! Command-line options shared by several roles.
+//!
+//! Every option also reads an environment variable named after it in upper
+//! snake case (`--interval-ms` reads `INTERVAL_MS`), so a docker compose file
+//! sets them under `environment:`. A value on the command line wins over the
+//! variable. Defaults match the course's own Python programs: port 5555,
+//! `Hello` and `World`, a request every 500 ms, forever.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::endpoint;
+
+/// `--max-message-bytes` default: 1 MiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 1024 * 1024;
+
+/// The replica's name, shown in every log line.
+#[derive(Args, Debug, Clone)]
+pub struct NameArg {
+    /// Name shown in every log line [default: the host name; under docker
+    /// compose, the container id]
+    #[arg(long, env, default_value_t = default_name(), hide_default_value = true)]
+    pub name: String,
+}
+
+fn default_name() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
+}
+
+/// What a REQ client sends, how often, and how patiently.
+#[derive(Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// Server endpoint; repeat it or separate with commas to connect to
+    /// several servers: the REQ socket then sends to each in turn
+    #[arg(
+        long,
+        env,
+        value_delimiter = ',',
+        default_value = "tcp://localhost:5555",
+        value_parser = endpoint::parse_connect,
+        value_name = "ENDPOINT"
+    )]
+    pub connect: Vec<String>,
+
+    /// Request payload (text)
+    #[arg(long, env, default_value = "Hello")]
+    pub message: String,
+
+    /// Read the request payload from this file instead (any bytes)
+    #[arg(long, env, value_name = "PATH", conflicts_with = "message")]
+    pub message_file: Option<PathBuf>,
+
+    /// Number of requests, then exit 0; 0 means forever, as in the course
+    #[arg(long, env, default_value_t = 0)]
+    pub count: u64,
+
+    /// Pause between a reply and the next request, in milliseconds
+    #[arg(long, env, default_value_t = 500)]
+    pub interval_ms: u64,
+
+    /// Give up waiting for a reply after this long, open a new socket and
+    /// resend (the Lazy Pirate pattern); 0 waits forever, as a plain REQ does
+    #[arg(long, env, default_value_t = 2500)]
+    pub timeout_ms: u64,
+
+    /// Resends of one request before the client gives up and exits 1
+    #[arg(long, env, default_value_t = 3)]
+    pub retries: u32,
+
+    #[command(flatten)]
+    pub name: NameArg,
+}
+
+/// What a REP server or worker answers, and how it treats what it receives.
+#[derive(Args, Debug, Clone)]
+pub struct ReplyArgs {
+    /// Reply payload (text)
+    #[arg(long, env, default_value = "World")]
+    pub reply: String,
+
+    /// Read the reply payload from this file instead (any bytes)
+    #[arg(long, env, value_name = "PATH", conflicts_with = "reply")]
+    pub reply_file: Option<PathBuf>,
+
+    /// Simulated work per request, in milliseconds
+    #[arg(long, env, default_value_t = 0)]
+    pub work_ms: u64,
+}
+
+/// Refuse messages larger than this: libzmq drops the connection of a peer
+/// that sends one before the message is buffered (ZMQ_MAXMSGSIZE).
+#[derive(Args, Debug, Clone)]
+pub struct LimitArgs {
+    /// Largest message accepted from a peer, in bytes (ZMQ_MAXMSGSIZE)
+    #[arg(
+        long,
+        env,
+        default_value_t = DEFAULT_MAX_MESSAGE_BYTES,
+        value_parser = clap::value_parser!(u64).range(1..=i64::MAX as u64)
+    )]
+    pub max_message_bytes: u64,
+}
+
+impl LimitArgs {
+    /// The limit as libzmq's `set_maxmsgsize` takes it.
+    pub fn as_maxmsgsize(&self) -> i64 {
+        // The parser's range keeps the value within i64.
+        i64::try_from(self.max_message_bytes).unwrap_or(i64::MAX)
+    }
+}

@@ -1,0 +1,99 @@
+//! The request loop shared by `reqrep_client` and `broker_client`.
+//!
+//! Both are the same program: a REQ socket cannot tell a REP server from a
+//! broker's ROUTER frontend, which is the point of a broker. The loop sends a
+//! request, waits for its reply (see [`crate::lazy_pirate`] for the socket and
+//! its retries), prints one line, pauses `--interval-ms`, and goes again,
+//! `--count` times or forever.
+//!
+//! Output, one line per reply, then a summary at the end:
+//!
+//! ```text
+//! reqrep_client[laptop] #1 sent b"Hello" got b"World" in 0.41 ms
+//! reqrep_client[laptop] done: 1 replies to 1 requests, 0 resends, round trip avg 0.41 ms, max 0.41 ms
+//! ```
+
+use std::time::{Duration, Instant};
+
+use tracing::info;
+
+use crate::cli::ClientArgs;
+use crate::lazy_pirate::{Outcome, Policy, ReliableReq};
+use crate::output;
+use crate::payload::{self, show, show_frames};
+use crate::shutdown::Shutdown;
+
+/// Round-trip figures for the summary line.
+#[derive(Debug, Default)]
+struct RoundTrips {
+    count: u64,
+    total: Duration,
+    max: Duration,
+}
+
+impl RoundTrips {
+    fn record(&mut self, rtt: Duration) {
+        self.count += 1;
+        self.total += rtt;
+        self.max = self.max.max(rtt);
+    }
+
+    fn average(&self) -> Duration {
+        u32::try_from(self.count)
+            .ok()
+            .filter(|&count| count > 0)
+            .map_or(Duration::ZERO, |count| self.total / count)
+    }
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}
+
+/// Runs the client until `--count` replies, Ctrl-C/SIGTERM, or a request
+/// that goes unanswered after every retry (an error).
+pub fn run(role: &str, args: &ClientArgs, shutdown: &Shutdown) -> anyhow::Result<()> {
+    let request = payload::load(&args.message, args.message_file.as_deref())?;
+    let interval = Duration::from_millis(args.interval_ms);
+    let name = &args.name.name;
+
+    let ctx = zmq::Context::new();
+    let policy = Policy::new(args.timeout_ms, args.retries);
+    let mut req = ReliableReq::connect(&ctx, &args.connect, policy)?;
+    info!("REQ connecting to {}", args.connect.join(", "));
+
+    let mut round_trips = RoundTrips::default();
+    let mut sent = 0u64;
+    let result = loop {
+        if args.count > 0 && sent == args.count {
+            break Ok(());
+        }
+        sent += 1;
+        let started = Instant::now();
+        match req.request(&request, sent, shutdown) {
+            Ok(Outcome::Reply(reply)) => {
+                let rtt = started.elapsed();
+                round_trips.record(rtt);
+                output::line(format_args!(
+                    "{role}[{name}] #{sent} sent {} got {} in {:.2} ms",
+                    show(&request),
+                    show_frames(&reply),
+                    ms(rtt)
+                ));
+            }
+            Ok(Outcome::Stopped) => break Ok(()),
+            Err(error) => break Err(error),
+        }
+        if !interval.is_zero() && !shutdown.sleep(interval) {
+            break Ok(());
+        }
+    };
+    output::line(format_args!(
+        "{role}[{name}] done: {} replies to {sent} requests, {} resends, round trip avg {:.2} ms, max {:.2} ms",
+        round_trips.count,
+        req.resends(),
+        ms(round_trips.average()),
+        ms(round_trips.max)
+    ));
+    result
+}

@@ -1,0 +1,107 @@
+//! How a role ends: one line on stderr and an exit code a script can test.
+//!
+//! | code | meaning |
+//! |------|---------|
+//! | 0 | finished (`--count` reached) or stopped by Ctrl-C / SIGTERM |
+//! | 1 | failed while running (for example a client that gave up) |
+//! | 2 | bad command line: a malformed endpoint, a port in use, a bad number |
+//! | 3 | a crash simulated on purpose with `--crash-after` |
+//!
+//! A student who mistypes an endpoint reads one line such as
+//! `error: invalid value 'tcp://*:99999' for '--bind': port 99999 is out of range (1-65535)`,
+//! never a backtrace.
+
+use std::fmt;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// A value given on the command line (or in its environment variable) that
+/// cannot be used, found after parsing: a port already taken, say.
+#[derive(Debug)]
+pub struct UsageError {
+    /// The option, as typed: `--bind`.
+    pub option: &'static str,
+    /// The value it was given.
+    pub value: String,
+    /// Why it cannot be used.
+    pub reason: String,
+}
+
+impl UsageError {
+    /// Turns a failed `bind`/`connect` into a usage error naming the option:
+    /// `socket.bind(&ep).map_err(UsageError::at("--bind", &ep))?`.
+    pub fn at(option: &'static str, value: &str) -> impl FnOnce(zmq::Error) -> UsageError {
+        let value = value.to_owned();
+        move |error| UsageError {
+            option,
+            value,
+            reason: error.message().to_lowercase(),
+        }
+    }
+}
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cannot use '{}' for '{}': {}",
+            self.value, self.option, self.reason
+        )
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// The crash asked for with `--crash-after N`.
+#[derive(Debug)]
+pub struct SimulatedCrash {
+    /// How many replies were sent before the crash.
+    pub after_replies: u64,
+}
+
+impl fmt::Display for SimulatedCrash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "simulated crash after {} replies (--crash-after)",
+            self.after_replies
+        )
+    }
+}
+
+impl std::error::Error for SimulatedCrash {}
+
+/// Parses the command line and its environment variables.
+///
+/// `--help` and `--version` print and exit 0. Any other problem prints clap's
+/// one-line diagnosis, which names the option and the value, and exits 2.
+pub fn parse_args<T: Parser>() -> T {
+    match T::try_parse() {
+        Ok(args) => args,
+        Err(error) if !error.use_stderr() => error.exit(),
+        Err(error) => {
+            let text = error.to_string();
+            let first = text.lines().next().unwrap_or("error: bad command line");
+            eprintln!("{first} (see --help)");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Ends `main`: flushes buffered output, prints an error as one line, and
+/// picks the exit code from the table above.
+pub fn report(result: anyhow::Result<()>) -> ExitCode {
+    crate::output::flush();
+    let Err(error) = result else {
+        return ExitCode::SUCCESS;
+    };
+    eprintln!("error: {error:#}");
+    if error.chain().any(|cause| cause.is::<UsageError>()) {
+        ExitCode::from(2)
+    } else if error.chain().any(|cause| cause.is::<SimulatedCrash>()) {
+        ExitCode::from(3)
+    } else {
+        ExitCode::from(1)
+    }
+}

@@ -1,0 +1,103 @@
+//! Bytes stay bytes: the answer to "what is the `b` before the string".
+//!
+//! ZeroMQ moves frames of bytes and knows nothing about text. pyzmq makes that
+//! visible by printing `b'World'`; this suite prints the same payload as a Rust
+//! byte-string literal, `b"World"`. Printable ASCII shows as itself, anything
+//! else as an escape (`\n`, `\xff`), so a non-UTF-8 payload is shown safely
+//! and exactly, and decoding to text happens only on the screen.
+
+use std::fmt;
+use std::path::Path;
+
+use anyhow::Context as _;
+
+/// Payloads up to this many bytes are shown whole.
+const SHOW_WHOLE: usize = 64;
+/// Longer payloads show this many leading bytes and their length.
+const SHOW_HEAD: usize = 32;
+
+/// Displays bytes as a Rust byte-string literal: `b"World"`, `b"\xff\x00"`.
+/// Payloads longer than 64 bytes are cut: `b"AAAA..."... (524288 bytes)`.
+pub struct Shown<'a>(&'a [u8]);
+
+/// Shows one frame (see [`Shown`]).
+pub fn show(bytes: &[u8]) -> Shown<'_> {
+    Shown(bytes)
+}
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.len() <= SHOW_WHOLE {
+            write!(f, "b\"{}\"", self.0.escape_ascii())
+        } else {
+            write!(
+                f,
+                "b\"{}\"... ({} bytes)",
+                self.0[..SHOW_HEAD].escape_ascii(),
+                self.0.len()
+            )
+        }
+    }
+}
+
+/// Displays a whole message: one frame as [`show`] does, several as a list.
+pub struct ShownFrames<'a>(&'a [Vec<u8>]);
+
+/// Shows every frame of a message (see [`ShownFrames`]).
+pub fn show_frames(frames: &[Vec<u8>]) -> ShownFrames<'_> {
+    ShownFrames(frames)
+}
+
+impl fmt::Display for ShownFrames<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            [single] => show(single).fmt(f),
+            frames => {
+                f.write_str("[")?;
+                for (i, frame) in frames.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    show(frame).fmt(f)?;
+                }
+                f.write_str("]")
+            }
+        }
+    }
+}
+
+/// The payload a role sends: the text option, or the file when one is given
+/// (any bytes at all, for binary payloads).
+pub fn load(text: &str, file: Option<&Path>) -> anyhow::Result<Vec<u8>> {
+    match file {
+        Some(path) => std::fs::read(path)
+            .with_context(|| format!("reading the payload file {}", path.display())),
+        None => Ok(text.as_bytes().to_vec()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shows_rust_byte_string_literals() {
+        assert_eq!(show(b"World").to_string(), r#"b"World""#);
+        assert_eq!(show(b"").to_string(), r#"b"""#);
+        assert_eq!(show(b"\xff\x00a\n\"").to_string(), r#"b"\xff\x00a\n\"""#);
+        assert_eq!(show("olá".as_bytes()).to_string(), r#"b"ol\xc3\xa1""#);
+    }
+
+    #[test]
+    fn cuts_long_payloads_and_gives_their_length() {
+        let shown = show(&[b'A'; 1000]).to_string();
+        assert_eq!(shown, format!("b\"{}\"... (1000 bytes)", "A".repeat(32)));
+    }
+
+    #[test]
+    fn shows_multipart_messages_as_lists() {
+        let frames = vec![b"a".to_vec(), vec![], b"b".to_vec()];
+        assert_eq!(show_frames(&frames).to_string(), r#"[b"a", b"", b"b"]"#);
+        assert_eq!(show_frames(&frames[..1]).to_string(), r#"b"a""#);
+    }
+}
