@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::endpoint;
+use crate::{endpoint, payload};
 
 /// `--max-message-bytes` default: 1 MiB.
 pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 1024 * 1024;
@@ -83,9 +83,42 @@ pub struct ReplyArgs {
     #[arg(long, env, value_name = "PATH", conflicts_with = "reply")]
     pub reply_file: Option<PathBuf>,
 
+    /// Reply with the request itself, frame for frame, instead of --reply
+    #[arg(long, env, conflicts_with_all = ["reply", "reply_file"])]
+    pub echo: bool,
+
     /// Simulated work per request, in milliseconds
     #[arg(long, env, default_value_t = 0)]
     pub work_ms: u64,
+}
+
+impl ReplyArgs {
+    /// The reply these options ask for.
+    pub fn load(&self) -> anyhow::Result<Reply> {
+        if self.echo {
+            return Ok(Reply::Echo);
+        }
+        payload::load(&self.reply, self.reply_file.as_deref()).map(Reply::Fixed)
+    }
+}
+
+/// What a server answers.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// The same payload to every request (`World`).
+    Fixed(Vec<u8>),
+    /// The request itself (`--echo`).
+    Echo,
+}
+
+impl Reply {
+    /// The frames answering `request`.
+    pub fn to<'a>(&'a self, request: &'a [Vec<u8>]) -> Vec<&'a [u8]> {
+        match self {
+            Reply::Fixed(payload) => vec![payload.as_slice()],
+            Reply::Echo => request.iter().map(Vec::as_slice).collect(),
+        }
+    }
 }
 
 /// Refuse messages larger than this: libzmq drops the connection of a peer

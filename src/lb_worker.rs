@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
+use crate::cli::Reply;
 use crate::envelope::{body_start, hex};
 use crate::exit::UsageError;
 use crate::faults::Faults;
@@ -33,8 +34,8 @@ pub struct Settings {
     pub endpoint: String,
     /// Announced in READY, so the broker's log names the worker.
     pub name: String,
-    /// The reply payload.
-    pub reply: Vec<u8>,
+    /// What to answer.
+    pub reply: Reply,
     /// Simulated work per request.
     pub work: Duration,
     /// Interval between heartbeats (`--heartbeat-ms`).
@@ -149,6 +150,7 @@ fn serve(
     );
     shutdown.sleep(settings.work);
     let envelope = frames[..body].iter().map(Vec::as_slice);
-    socket.send_multipart(envelope.chain([settings.reply.as_slice()]), 0)?;
+    let reply = settings.reply.to(&frames[body..]);
+    socket.send_multipart(envelope.chain(reply), 0)?;
     Ok(())
 }

@@ -36,7 +36,7 @@ use zmq_reqrep::cli::{LimitArgs, NameArg, ReplyArgs};
 use zmq_reqrep::endpoint::{self, last_endpoint};
 use zmq_reqrep::exit::{self, UsageError};
 use zmq_reqrep::faults::Faults;
-use zmq_reqrep::payload::{self, show_frames};
+use zmq_reqrep::payload::show_frames;
 use zmq_reqrep::shutdown::{CHECK_INTERVAL_MS, Shutdown};
 use zmq_reqrep::{LINGER_MS, monitor};
 
@@ -69,7 +69,7 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals().context("installing the Ctrl-C/SIGTERM handler")?;
-    let reply = payload::load(&args.reply.reply, args.reply.reply_file.as_deref())?;
+    let reply = args.reply.load()?;
     let work = Duration::from_millis(args.reply.work_ms);
 
     let ctx = zmq::Context::new();
@@ -90,7 +90,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             break;
         }
         shutdown.sleep(work);
-        socket.send(&reply[..], 0)?;
+        socket.send_multipart(reply.to(&request), 0)?;
         replies += 1;
         args.faults.crash_if_due(replies)?;
     }
