@@ -17,7 +17,11 @@ fn start_server(extra: &[&str]) -> (Proc, String) {
 }
 
 fn reply_lines(client: &Proc) -> Vec<String> {
-    client.stdout().into_iter().filter(|line| line.contains(" got ")).collect()
+    client
+        .stdout()
+        .into_iter()
+        .filter(|line| line.contains(" got "))
+        .collect()
 }
 
 #[test]
@@ -25,29 +29,50 @@ fn client_and_server_exchange_twenty_messages() {
     let (_server, endpoint) = start_server(&["--name", "s1"]);
     let mut client = Proc::start(
         CLIENT,
-        &["--connect", &endpoint, "--count", "20", "--interval-ms", "0", "--name", "c1"],
+        &[
+            "--connect",
+            &endpoint,
+            "--count",
+            "20",
+            "--interval-ms",
+            "0",
+            "--name",
+            "c1",
+        ],
     );
     client.expect_exit(0, SOON);
 
     let replies = reply_lines(&client);
     assert_eq!(replies.len(), 20, "{replies:#?}");
     for (i, line) in replies.iter().enumerate() {
-        let expected = format!("reqrep_client[c1] #{} sent b\"Hello\" got b\"World\" in ", i + 1);
+        let expected = format!(
+            "reqrep_client[c1] #{} sent b\"Hello\" got b\"World\" in ",
+            i + 1
+        );
         assert!(line.starts_with(&expected), "line {i}: {line}");
         assert!(line.ends_with(" ms"), "{line}");
     }
     let last = client.stdout().pop().unwrap();
-    assert!(last.starts_with("reqrep_client[c1] done: 20 replies to 20 requests, 0 resends"), "{last}");
+    assert!(
+        last.starts_with("reqrep_client[c1] done: 20 replies to 20 requests, 0 resends"),
+        "{last}"
+    );
 }
 
 #[test]
 fn client_started_two_seconds_before_the_server_still_completes() {
     let endpoint = format!("tcp://127.0.0.1:{}", free_port());
-    let mut client = Proc::start(CLIENT, &["--connect", &endpoint, "--count", "5", "--interval-ms", "0"]);
+    let mut client = Proc::start(
+        CLIENT,
+        &["--connect", &endpoint, "--count", "5", "--interval-ms", "0"],
+    );
     client.wait_log("REQ connecting", SOON);
     // The experiment itself: the server comes up two seconds later.
     thread::sleep(Duration::from_secs(2));
-    assert!(client.wait_exit(Duration::ZERO).is_none(), "client gave up before the server came");
+    assert!(
+        client.wait_exit(Duration::ZERO).is_none(),
+        "client gave up before the server came"
+    );
     assert!(reply_lines(&client).is_empty());
 
     let _server = Proc::start(SERVER, &["--bind", &endpoint]);
@@ -61,7 +86,19 @@ fn five_clients_against_one_server_all_fifty_answered() {
     let mut clients: Vec<Proc> = (0..5)
         .map(|i| {
             let name = format!("c{i}");
-            Proc::start(CLIENT, &["--connect", &endpoint, "--count", "10", "--interval-ms", "0", "--name", &name])
+            Proc::start(
+                CLIENT,
+                &[
+                    "--connect",
+                    &endpoint,
+                    "--count",
+                    "10",
+                    "--interval-ms",
+                    "0",
+                    "--name",
+                    &name,
+                ],
+            )
         })
         .collect();
     for client in &mut clients {
@@ -71,15 +108,37 @@ fn five_clients_against_one_server_all_fifty_answered() {
     server.signal(libc::SIGTERM);
     server.expect_exit(0, SOON);
     assert_eq!(served(&server), 50);
-    assert_eq!(server.stderr().iter().filter(|l| l.contains("request b\"Hello\"")).count(), 50);
+    assert_eq!(
+        server
+            .stderr()
+            .iter()
+            .filter(|l| l.contains("request b\"Hello\""))
+            .count(),
+        50
+    );
 }
 
 #[test]
 fn one_client_connected_to_three_servers_uses_every_one() {
-    let mut servers: Vec<(Proc, String)> = (0..3).map(|i| start_server(&["--name", &format!("s{i}")])).collect();
-    let endpoints: Vec<&str> = servers.iter().map(|(_, endpoint)| endpoint.as_str()).collect();
+    let mut servers: Vec<(Proc, String)> = (0..3)
+        .map(|i| start_server(&["--name", &format!("s{i}")]))
+        .collect();
+    let endpoints: Vec<&str> = servers
+        .iter()
+        .map(|(_, endpoint)| endpoint.as_str())
+        .collect();
     let connect = endpoints.join(",");
-    let mut client = Proc::start(CLIENT, &["--connect", &connect, "--count", "30", "--interval-ms", "20"]);
+    let mut client = Proc::start(
+        CLIENT,
+        &[
+            "--connect",
+            &connect,
+            "--count",
+            "30",
+            "--interval-ms",
+            "20",
+        ],
+    );
     client.expect_exit(0, Duration::from_secs(20));
     assert_eq!(reply_lines(&client).len(), 30);
 
@@ -117,7 +176,11 @@ fn empty_binary_and_large_payloads_leave_the_client_byte_for_byte() {
     let large: Vec<u8> = (0..512 * 1024).map(|i| (i * 13 % 256) as u8).collect();
     let cases: [(&str, Vec<u8>, &str); 3] = [
         ("empty", Vec::new(), r#"got b"" in"#),
-        ("binary", vec![0xc3, 0x28, 0x00, b'"'], r#"got b"\xc3(\x00\"" in"#),
+        (
+            "binary",
+            vec![0xc3, 0x28, 0x00, b'"'],
+            r#"got b"\xc3(\x00\"" in"#,
+        ),
         ("large", large, "(524288 bytes) in"),
     ];
     let ctx = zmq::Context::new();
@@ -132,7 +195,14 @@ fn empty_binary_and_large_payloads_leave_the_client_byte_for_byte() {
 
         let mut client = Proc::start(
             CLIENT,
-            &["--connect", &endpoint, "--message-file", file.to_str().unwrap(), "--count", "1"],
+            &[
+                "--connect",
+                &endpoint,
+                "--message-file",
+                file.to_str().unwrap(),
+                "--count",
+                "1",
+            ],
         );
         let request = rep.recv_multipart(0).expect("the client's request");
         assert_eq!(request, vec![payload.clone()], "{name}: request bytes");
@@ -152,10 +222,18 @@ fn stops_on_sigterm(mut proc: Proc, ready: &str, summary: &str) {
     proc.signal(libc::SIGTERM);
     let status = proc.wait_exit(Duration::from_secs(1));
     let took = sent.elapsed();
-    assert!(status.is_some(), "{} still running 1 s after SIGTERM", proc.label);
+    assert!(
+        status.is_some(),
+        "{} still running 1 s after SIGTERM",
+        proc.label
+    );
     assert_eq!(status.unwrap().code(), Some(0), "{}", proc.label);
     let all: Vec<String> = proc.stdout().into_iter().chain(proc.stderr()).collect();
-    assert!(all.iter().any(|line| line.contains(summary)), "{}: no {summary:?} in {all:#?}", proc.label);
+    assert!(
+        all.iter().any(|line| line.contains(summary)),
+        "{}: no {summary:?} in {all:#?}",
+        proc.label
+    );
     eprintln!("{} stopped {took:?} after SIGTERM", proc.label);
 }
 
@@ -169,7 +247,11 @@ fn every_role_stops_on_sigterm_within_a_second_with_its_summary() {
 
     // A client still waiting for a server that never came.
     let absent = format!("tcp://127.0.0.1:{}", free_port());
-    stops_on_sigterm(Proc::start(CLIENT, &["--connect", &absent]), "REQ connecting", "done: 0 replies");
+    stops_on_sigterm(
+        Proc::start(CLIENT, &["--connect", &absent]),
+        "REQ connecting",
+        "done: 0 replies",
+    );
     stops_on_sigterm(
         Proc::start(CLIENT, &["--connect", &absent, "--timeout-ms", "0"]),
         "REQ connecting",
@@ -177,7 +259,17 @@ fn every_role_stops_on_sigterm_within_a_second_with_its_summary() {
     );
 
     for mode in ["proxy", "lb"] {
-        let broker = Proc::start(BROKER, &["--mode", mode, "--frontend", "tcp://127.0.0.1:*", "--backend", "tcp://127.0.0.1:*"]);
+        let broker = Proc::start(
+            BROKER,
+            &[
+                "--mode",
+                mode,
+                "--frontend",
+                "tcp://127.0.0.1:*",
+                "--backend",
+                "tcp://127.0.0.1:*",
+            ],
+        );
         let endpoints = broker.wait_endpoints("frontend ROUTER on");
         let worker_mode = if mode == "proxy" { "plain" } else { "lb" };
         let worker = Proc::start(WORKER, &["--connect", &endpoints[1], "--mode", worker_mode]);
@@ -195,37 +287,115 @@ fn refuses(exe: &str, args: &[&str], env: &[(&str, &str)], needles: &[&str]) {
     let mut proc = Proc::start_with_env(exe, args, env);
     proc.expect_exit(2, SOON);
     let stderr = proc.stderr();
-    assert_eq!(stderr.len(), 1, "{args:?}: expected one line, got {stderr:#?}");
+    assert_eq!(
+        stderr.len(),
+        1,
+        "{args:?}: expected one line, got {stderr:#?}"
+    );
     assert!(stderr[0].starts_with("error: "), "{}", stderr[0]);
     for needle in needles {
-        assert!(stderr[0].contains(needle), "{args:?}: {needle:?} not in {}", stderr[0]);
+        assert!(
+            stderr[0].contains(needle),
+            "{args:?}: {needle:?} not in {}",
+            stderr[0]
+        );
     }
 }
 
 #[test]
 fn bad_command_lines_exit_2_naming_the_option_and_value() {
-    refuses(SERVER, &["--bind", "tcp://*:99999"], &[], &["--bind", "99999", "out of range"]);
-    refuses(SERVER, &["--bind", "tcp://127.0.0.1"], &[], &["--bind", "missing port"]);
+    refuses(
+        SERVER,
+        &["--bind", "tcp://*:99999"],
+        &[],
+        &["--bind", "99999", "out of range"],
+    );
+    refuses(
+        SERVER,
+        &["--bind", "tcp://127.0.0.1"],
+        &[],
+        &["--bind", "missing port"],
+    );
     refuses(SERVER, &["--bind", "udp://*:5555"], &[], &["--bind", "udp"]);
     refuses(SERVER, &["--work-ms", "soon"], &[], &["--work-ms", "soon"]);
-    refuses(SERVER, &["--max-message-bytes", "0"], &[], &["--max-message-bytes", "0"]);
-    refuses(SERVER, &["--crash-after", "0"], &[], &["--crash-after", "0"]);
-    refuses(CLIENT, &["--connect", "tcp://localhost"], &[], &["--connect", "missing port"]);
-    refuses(CLIENT, &["--connect", "tcp://localhost:5555x"], &[], &["--connect", "5555x"]);
-    refuses(CLIENT, &["--connect", "tcp://*:5555"], &[], &["--connect", "'*'"]);
+    refuses(
+        SERVER,
+        &["--max-message-bytes", "0"],
+        &[],
+        &["--max-message-bytes", "0"],
+    );
+    refuses(
+        SERVER,
+        &["--crash-after", "0"],
+        &[],
+        &["--crash-after", "0"],
+    );
+    refuses(
+        CLIENT,
+        &["--connect", "tcp://localhost"],
+        &[],
+        &["--connect", "missing port"],
+    );
+    refuses(
+        CLIENT,
+        &["--connect", "tcp://localhost:5555x"],
+        &[],
+        &["--connect", "5555x"],
+    );
+    refuses(
+        CLIENT,
+        &["--connect", "tcp://*:5555"],
+        &[],
+        &["--connect", "'*'"],
+    );
     refuses(CLIENT, &["--count", "abc"], &[], &["--count", "abc"]);
-    refuses(CLIENT, &[], &[("INTERVAL_MS", "-5")], &["--interval-ms", "-5"]);
-    refuses(CLIENT, &[], &[("CONNECT", "tcp://a:1,tcp://b:70000")], &["--connect", "70000"]);
-    refuses(BROKER_CLIENT, &["--timeout-ms", "x"], &[], &["--timeout-ms", "x"]);
+    refuses(
+        CLIENT,
+        &[],
+        &[("INTERVAL_MS", "-5")],
+        &["--interval-ms", "-5"],
+    );
+    refuses(
+        CLIENT,
+        &[],
+        &[("CONNECT", "tcp://a:1,tcp://b:70000")],
+        &["--connect", "70000"],
+    );
+    refuses(
+        BROKER_CLIENT,
+        &["--timeout-ms", "x"],
+        &[],
+        &["--timeout-ms", "x"],
+    );
     refuses(BROKER, &["--mode", "fast"], &[], &["--mode", "fast"]);
-    refuses(BROKER, &["--backend", "tcp://*:"], &[], &["--backend", "not a number"]);
-    refuses(WORKER, &["--heartbeat-ms", "0"], &[], &["--heartbeat-ms", "0"]);
-    refuses(WORKER, &["--connect", "tcp://localhost:0"], &[], &["--connect", "out of range"]);
+    refuses(
+        BROKER,
+        &["--backend", "tcp://*:"],
+        &[],
+        &["--backend", "not a number"],
+    );
+    refuses(
+        WORKER,
+        &["--heartbeat-ms", "0"],
+        &[],
+        &["--heartbeat-ms", "0"],
+    );
+    refuses(
+        WORKER,
+        &["--connect", "tcp://localhost:0"],
+        &[],
+        &["--connect", "out of range"],
+    );
 
     // A port that is taken is only found when binding.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("tcp://127.0.0.1:{}", taken.local_addr().unwrap().port());
-    refuses(SERVER, &["--bind", &endpoint], &[], &["--bind", &endpoint, "address already in use"]);
+    refuses(
+        SERVER,
+        &["--bind", &endpoint],
+        &[],
+        &["--bind", &endpoint, "address already in use"],
+    );
     refuses(
         BROKER,
         &["--frontend", "tcp://127.0.0.1:*", "--backend", &endpoint],
@@ -238,7 +408,16 @@ fn bad_command_lines_exit_2_naming_the_option_and_value() {
 fn an_unresolvable_host_is_a_request_without_reply_not_a_usage_error() {
     let mut client = Proc::start(
         CLIENT,
-        &["--connect", "tcp://no-such-host.invalid:5555", "--count", "1", "--timeout-ms", "200", "--retries", "1"],
+        &[
+            "--connect",
+            "tcp://no-such-host.invalid:5555",
+            "--count",
+            "1",
+            "--timeout-ms",
+            "200",
+            "--retries",
+            "1",
+        ],
     );
     client.expect_exit(1, SOON);
     let last = client.stderr().pop().unwrap();

@@ -57,7 +57,12 @@ impl Lines {
     }
 
     /// Waits until `count` lines match, or the deadline passes.
-    fn wait_count(&self, pred: &dyn Fn(&str) -> bool, count: usize, deadline: Instant) -> Result<Vec<String>, Vec<String>> {
+    fn wait_count(
+        &self,
+        pred: &dyn Fn(&str) -> bool,
+        count: usize,
+        deadline: Instant,
+    ) -> Result<Vec<String>, Vec<String>> {
         let mut guard = self.lines.lock().unwrap();
         loop {
             let matching: Vec<String> = guard.0.iter().filter(|l| pred(l)).cloned().collect();
@@ -100,7 +105,9 @@ impl Proc {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = command.spawn().unwrap_or_else(|e| panic!("starting {exe}: {e}"));
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {exe}: {e}"));
         let stdout = Lines::collect(child.stdout.take().unwrap());
         let stderr = Lines::collect(child.stderr.take().unwrap());
         let label = format!(
@@ -108,7 +115,13 @@ impl Proc {
             PathBuf::from(exe).file_name().unwrap().to_string_lossy(),
             args.join(" ")
         );
-        Proc { label, child, stdout, stderr, status: None }
+        Proc {
+            label,
+            child,
+            stdout,
+            stderr,
+            status: None,
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -142,7 +155,12 @@ impl Proc {
         let deadline = Instant::now() + timeout;
         self.stderr
             .wait_count(&|line| line.contains(needle), count, deadline)
-            .unwrap_or_else(|_| panic!("no {count} log lines with {needle:?} within {timeout:?}\n{}", self.describe()))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no {count} log lines with {needle:?} within {timeout:?}\n{}",
+                    self.describe()
+                )
+            })
     }
 
     /// Waits for `count` stdout lines containing `needle`.
@@ -150,21 +168,24 @@ impl Proc {
         let deadline = Instant::now() + timeout;
         self.stdout
             .wait_count(&|line| line.contains(needle), count, deadline)
-            .unwrap_or_else(|_| panic!("no {count} stdout lines with {needle:?} within {timeout:?}\n{}", self.describe()))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no {count} stdout lines with {needle:?} within {timeout:?}\n{}",
+                    self.describe()
+                )
+            })
     }
 
     /// Waits for a log line containing `needle` and returns the tcp
     /// endpoints in it ("listening on tcp://0.0.0.0:40123"), with 127.0.0.1
     /// as host.
     pub fn wait_endpoints(&self, needle: &str) -> Vec<String> {
-        let line = self.wait_log(needle, SOON);
-        line.split_whitespace()
-            .filter_map(|word| word.trim_end_matches(',').strip_prefix("tcp://"))
-            .map(|address| {
-                let port = address.rsplit(':').next().unwrap();
-                format!("tcp://127.0.0.1:{port}")
-            })
-            .collect()
+        endpoints_in(&self.wait_log(needle, SOON))
+    }
+
+    /// The same, for a line on stdout (the Python peers print there).
+    pub fn wait_endpoints_out(&self, needle: &str) -> Vec<String> {
+        endpoints_in(&self.wait_out_count(needle, 1, SOON)[0])
     }
 
     /// Waits for the process to exit, at most `timeout`; `None` if it is
@@ -193,7 +214,12 @@ impl Proc {
     /// Waits for the exit and asserts its code.
     pub fn expect_exit(&mut self, code: i32, timeout: Duration) {
         match self.wait_exit(timeout) {
-            Some(status) => assert_eq!(status.code(), Some(code), "exit status {status}\n{}", self.describe()),
+            Some(status) => assert_eq!(
+                status.code(),
+                Some(code),
+                "exit status {status}\n{}",
+                self.describe()
+            ),
             None => panic!("still running after {timeout:?}\n{}", self.describe()),
         }
     }
@@ -223,10 +249,24 @@ impl Drop for Proc {
     }
 }
 
+fn endpoints_in(line: &str) -> Vec<String> {
+    line.split_whitespace()
+        .filter_map(|word| word.trim_end_matches(',').strip_prefix("tcp://"))
+        .map(|address| {
+            let port = address.rsplit(':').next().unwrap();
+            format!("tcp://127.0.0.1:{port}")
+        })
+        .collect()
+}
+
 /// A TCP port that was free a moment ago (for servers that must start on a
 /// port the test chose in advance).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A REQ socket of the test's own, connected to `endpoint`, with timeouts so
@@ -247,10 +287,18 @@ pub fn served(proc: &Proc) -> u64 {
     after.split_whitespace().next().unwrap().parse().unwrap()
 }
 
-/// Python with pyzmq, for interoperability tests; `None` (with a note on
-/// stderr) if this machine has none, unless REQUIRE_PYZMQ=1 demands it.
+/// Python with pyzmq, for interoperability tests: `$PYTHON`, else the
+/// project's `.venv` (see the README), else `python3`. `None` (with a note on
+/// stderr) if none can import zmq, unless REQUIRE_PYZMQ=1 demands it.
 pub fn pyzmq() -> Option<String> {
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let venv = format!("{}/.venv/bin/python", env!("CARGO_MANIFEST_DIR"));
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| {
+        if std::path::Path::new(&venv).exists() {
+            venv
+        } else {
+            "python3".into()
+        }
+    });
     let works = Command::new(&python)
         .args(["-c", "import zmq"])
         .stdout(Stdio::null())
@@ -263,8 +311,17 @@ pub fn pyzmq() -> Option<String> {
     if std::env::var("REQUIRE_PYZMQ").as_deref() == Ok("1") {
         panic!("REQUIRE_PYZMQ=1 but {python} cannot import zmq (set PYTHON to a venv's python)");
     }
-    eprintln!("skipped: {python} with pyzmq not found (set PYTHON=/path/to/venv/bin/python)");
+    skipped(&format!(
+        "{python} with pyzmq not found (set PYTHON=/path/to/venv/bin/python)"
+    ));
     None
+}
+
+/// Says on the real stderr, past the test harness's capture, that a test
+/// did not run and why.
+pub fn skipped(why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {why}");
 }
 
 /// Path of a peer script under tests/py/.
