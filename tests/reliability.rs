@@ -1,0 +1,434 @@
+//! "What if the server dies and comes back?": the naive hang, the Lazy
+//! Pirate cure, and the load-balancing broker with heartbeats, with real
+//! processes killed for real (SIGKILL) on 127.0.0.1.
+
+mod common;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn reply_lines(client: &Proc) -> Vec<String> {
+    client
+        .stdout()
+        .into_iter()
+        .filter(|line| line.contains(" got "))
+        .collect()
+}
+
+/// Starts a slow server on `endpoint` and a client of 20 requests, and
+/// SIGKILLs the server while it holds the client's 6th request, so that
+/// request is lost for sure. Returns the client, still running.
+fn kill_server_holding_the_sixth_request(endpoint: &str, client_args: &[&str]) -> Proc {
+    let mut server = Proc::start(SERVER, &["--bind", endpoint, "--work-ms", "300"]);
+    server.wait_log("REP listening", SOON);
+    let mut args = vec!["--connect", endpoint, "--count", "20", "--interval-ms", "0"];
+    args.extend_from_slice(client_args);
+    let client = Proc::start(CLIENT, &args);
+    client.wait_out_count(" got ", 5, SOON);
+    server.wait_log_count("request b\"Hello\"", 6, SOON);
+    server.signal(libc::SIGKILL);
+    assert!(server.wait_exit(SOON).is_some());
+    client
+}
+
+#[test]
+fn client_with_retries_survives_its_server_dying_and_coming_back() {
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let mut client = kill_server_holding_the_sixth_request(
+        &endpoint,
+        &["--timeout-ms", "1000", "--retries", "3"],
+    );
+    let killed = Instant::now();
+    // The experiment: the server comes back one second later.
+    thread::sleep(Duration::from_secs(1));
+    let _server = Proc::start(SERVER, &["--bind", &endpoint]);
+    client.expect_exit(0, Duration::from_secs(20));
+
+    let replies = reply_lines(&client);
+    assert_eq!(replies.len(), 20);
+    for (i, line) in replies.iter().enumerate() {
+        assert!(line.contains(&format!("] #{} sent", i + 1)), "{line}");
+    }
+    client.wait_log("request #6: no reply within 1000 ms", SOON);
+    let summary = client.stdout().pop().unwrap();
+    assert!(
+        summary.contains("done: 20 replies to 20 requests, 1 resends"),
+        "{summary}"
+    );
+    eprintln!("recovered {:?} after the kill: {summary}", killed.elapsed());
+}
+
+#[test]
+fn naive_client_hangs_forever_when_its_server_dies() {
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let mut client = kill_server_holding_the_sixth_request(&endpoint, &["--timeout-ms", "0"]);
+    thread::sleep(Duration::from_secs(1));
+    let _server = Proc::start(SERVER, &["--bind", &endpoint]);
+    // Shown on purpose: the server is back, but the REQ waits for a reply
+    // to a request that died with the old server, and cannot send again.
+    thread::sleep(Duration::from_secs(2));
+    assert!(
+        client.wait_exit(Duration::ZERO).is_none(),
+        "the naive client did not hang"
+    );
+    assert_eq!(reply_lines(&client).len(), 5);
+    client.kill();
+}
+
+#[test]
+fn a_late_reply_to_an_abandoned_request_is_never_taken_for_the_next() {
+    // The test is the server: it answers the first request too late, with
+    // a reply the client must never print.
+    let ctx = zmq::Context::new();
+    let rep = ctx.socket(zmq::REP).unwrap();
+    rep.set_linger(0).unwrap();
+    rep.set_rcvtimeo(10_000).unwrap();
+    rep.bind("tcp://127.0.0.1:*").unwrap();
+    let endpoint = rep.get_last_endpoint().unwrap().unwrap();
+    let mut client = Proc::start(
+        CLIENT,
+        &[
+            "--connect",
+            &endpoint,
+            "--count",
+            "2",
+            "--interval-ms",
+            "0",
+            "--timeout-ms",
+            "300",
+        ],
+    );
+
+    assert_eq!(rep.recv_bytes(0).unwrap(), b"Hello");
+    client.wait_log("request #1: no reply within 300 ms", SOON);
+    rep.send("stale", 0).unwrap(); // to the abandoned socket
+    assert_eq!(rep.recv_bytes(0).unwrap(), b"Hello"); // the resend, on a new socket
+    rep.send("fresh 1", 0).unwrap();
+    assert_eq!(rep.recv_bytes(0).unwrap(), b"Hello");
+    rep.send("fresh 2", 0).unwrap();
+
+    client.expect_exit(0, SOON);
+    let replies = reply_lines(&client);
+    assert_eq!(replies.len(), 2, "{replies:#?}");
+    assert!(
+        replies[0].contains(r#"#1 sent b"Hello" got b"fresh 1""#),
+        "{}",
+        replies[0]
+    );
+    assert!(
+        replies[1].contains(r#"#2 sent b"Hello" got b"fresh 2""#),
+        "{}",
+        replies[1]
+    );
+}
+
+#[test]
+fn client_gives_up_after_its_retries_with_a_clear_error() {
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let mut client = Proc::start(
+        CLIENT,
+        &[
+            "--connect",
+            &endpoint,
+            "--count",
+            "3",
+            "--timeout-ms",
+            "200",
+            "--retries",
+            "2",
+        ],
+    );
+    client.expect_exit(1, SOON);
+    client.wait_log_count("resending on a new socket", 2, SOON);
+    client.wait_log("request #1: no reply after 3 attempts; giving up", SOON);
+    let error = client.stderr().pop().unwrap();
+    assert!(
+        error.starts_with("error: no reply to request #1 from"),
+        "{error}"
+    );
+    assert!(
+        client
+            .stdout()
+            .pop()
+            .unwrap()
+            .contains("done: 0 replies to 1 requests, 2 resends")
+    );
+}
+
+fn start_broker(mode: &str, frontend: &str, backend: &str, heartbeat_ms: &str) -> Proc {
+    let broker = Proc::start(
+        BROKER,
+        &[
+            "--mode",
+            mode,
+            "--frontend",
+            frontend,
+            "--backend",
+            backend,
+            "--heartbeat-ms",
+            heartbeat_ms,
+        ],
+    );
+    broker.wait_log("frontend ROUTER on", SOON);
+    broker
+}
+
+fn start_lb_worker(backend: &str, name: &str, heartbeat_ms: &str, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "--connect",
+        backend,
+        "--mode",
+        "lb",
+        "--name",
+        name,
+        "--heartbeat-ms",
+        heartbeat_ms,
+    ];
+    args.extend_from_slice(extra);
+    Proc::start(WORKER, &args)
+}
+
+#[test]
+fn lb_broker_forgets_a_killed_worker_and_every_request_is_answered() {
+    const HEARTBEAT_MS: u64 = 250;
+    let hb = HEARTBEAT_MS.to_string();
+    let broker = Proc::start(
+        BROKER,
+        &[
+            "--mode",
+            "lb",
+            "--frontend",
+            "tcp://127.0.0.1:*",
+            "--backend",
+            "tcp://127.0.0.1:*",
+            "--heartbeat-ms",
+            &hb,
+        ],
+    );
+    let endpoints = broker.wait_endpoints("frontend ROUTER on");
+    let workers: Vec<Proc> = (1..=3)
+        .map(|i| start_lb_worker(&endpoints[1], &format!("w{i}"), &hb, &["--work-ms", "5"]))
+        .collect();
+    broker.wait_log_count(" ready", 3, SOON);
+    let mut clients: Vec<Proc> = (1..=4)
+        .map(|i| {
+            Proc::start(
+                BROKER_CLIENT,
+                &[
+                    "--connect",
+                    &endpoints[0],
+                    "--count",
+                    "50",
+                    "--interval-ms",
+                    "10",
+                    "--timeout-ms",
+                    "1000",
+                    "--name",
+                    &format!("c{i}"),
+                ],
+            )
+        })
+        .collect();
+
+    workers[1].wait_log_count("request b\"Hello\"", 10, SOON);
+    workers[1].signal(libc::SIGKILL);
+    let killed = Instant::now();
+    let expired = broker.wait_log(" expired", Duration::from_millis(4 * HEARTBEAT_MS + 500));
+    let took = killed.elapsed();
+    assert!(expired.contains("worker w2 ("), "{expired}");
+    assert!(
+        took <= Duration::from_millis(4 * HEARTBEAT_MS + 500),
+        "forgotten only after {took:?}"
+    );
+
+    for client in &mut clients {
+        client.expect_exit(0, Duration::from_secs(30));
+        assert_eq!(reply_lines(client).len(), 50);
+    }
+    eprintln!("worker w2 forgotten {took:?} after SIGKILL: {expired}");
+}
+
+#[test]
+fn lb_broker_forgets_a_hung_worker_after_three_silent_heartbeats() {
+    let broker = Proc::start(
+        BROKER,
+        &[
+            "--mode",
+            "lb",
+            "--frontend",
+            "tcp://127.0.0.1:*",
+            "--backend",
+            "tcp://127.0.0.1:*",
+            "--heartbeat-ms",
+            "200",
+        ],
+    );
+    let endpoints = broker.wait_endpoints("frontend ROUTER on");
+    let hung = start_lb_worker(&endpoints[1], "hung", "200", &["--hang-after", "1"]);
+    let _healthy = start_lb_worker(&endpoints[1], "healthy", "200", &[]);
+    broker.wait_log_count(" ready", 2, SOON);
+
+    let mut client = Proc::start(
+        BROKER_CLIENT,
+        &[
+            "--connect",
+            &endpoints[0],
+            "--count",
+            "6",
+            "--interval-ms",
+            "0",
+            "--timeout-ms",
+            "1000",
+        ],
+    );
+    hung.wait_log("hanging after 1 replies", SOON);
+    let expired = broker.wait_log(" expired", SOON);
+    assert!(expired.contains("worker hung ("), "{expired}");
+    assert!(
+        expired.contains("expired: silent for 0.6 s (3 heartbeats of 200 ms)"),
+        "{expired}"
+    );
+    client.expect_exit(0, SOON);
+    assert_eq!(reply_lines(&client).len(), 6);
+}
+
+/// Counts the requests each worker served: `requests[i]` for `names[i]`.
+fn split_over_workers(
+    mode: &str,
+    worker_mode: &str,
+    ready: &str,
+    requests_per_client: &str,
+) -> Vec<u64> {
+    let broker = Proc::start(
+        BROKER,
+        &[
+            "--mode",
+            mode,
+            "--frontend",
+            "tcp://127.0.0.1:*",
+            "--backend",
+            "tcp://127.0.0.1:*",
+        ],
+    );
+    let endpoints = broker.wait_endpoints("frontend ROUTER on");
+    let mut workers: Vec<Proc> = [("slow", "200"), ("fast1", "5"), ("fast2", "5")]
+        .iter()
+        .map(|(name, work)| {
+            Proc::start(
+                WORKER,
+                &[
+                    "--connect",
+                    &endpoints[1],
+                    "--mode",
+                    worker_mode,
+                    "--name",
+                    name,
+                    "--work-ms",
+                    work,
+                ],
+            )
+        })
+        .collect();
+    broker.wait_log_count(ready, 3, SOON);
+    // Four lock-step clients: more requests in flight than idle workers.
+    let mut clients: Vec<Proc> = (0..4)
+        .map(|_| {
+            Proc::start(
+                BROKER_CLIENT,
+                &[
+                    "--connect",
+                    &endpoints[0],
+                    "--count",
+                    requests_per_client,
+                    "--interval-ms",
+                    "0",
+                    "--timeout-ms",
+                    "0",
+                ],
+            )
+        })
+        .collect();
+    for client in &mut clients {
+        client.expect_exit(0, Duration::from_secs(30));
+    }
+    workers
+        .iter_mut()
+        .map(|worker| {
+            worker.signal(libc::SIGTERM);
+            worker.expect_exit(0, SOON);
+            served(worker)
+        })
+        .collect()
+}
+
+#[test]
+fn lb_gives_a_slow_worker_far_less_work_than_round_robin_does() {
+    let lb = split_over_workers("lb", "lb", " ready", "25");
+    let proxy = split_over_workers("proxy", "plain", "backend: 127.0.0.1", "15");
+    eprintln!("requests served by [slow, fast1, fast2]: lb {lb:?}, proxy {proxy:?}");
+
+    assert_eq!(lb.iter().sum::<u64>(), 100);
+    assert_eq!(proxy.iter().sum::<u64>(), 60);
+    // Load balancing: the slow worker (40x slower) does a small share.
+    assert!(
+        lb[0] * 10 <= 100,
+        "lb gave the slow worker {} of 100",
+        lb[0]
+    );
+    assert!(lb[1] >= 30 && lb[2] >= 30, "lb split {lb:?}");
+    // Round robin: everyone gets about a third, slow or not.
+    for (share, name) in proxy.iter().zip(["slow", "fast1", "fast2"]) {
+        assert!(
+            (15..=25).contains(share),
+            "proxy gave {name} {share} of 60: {proxy:?}"
+        );
+    }
+}
+
+#[test]
+fn lb_workers_serve_again_within_five_seconds_of_a_broker_restart() {
+    let frontend = format!("tcp://127.0.0.1:{}", free_port());
+    let backend = format!("tcp://127.0.0.1:{}", free_port());
+    let mut broker = start_broker("lb", &frontend, &backend, "1000");
+    let _workers: Vec<Proc> = (1..=2)
+        .map(|i| start_lb_worker(&backend, &format!("w{i}"), "1000", &[]))
+        .collect();
+    broker.wait_log_count(" ready", 2, SOON);
+    let client = Proc::start(
+        BROKER_CLIENT,
+        &["--connect", &frontend, "--interval-ms", "100"],
+    );
+    client.wait_out_count(" got ", 3, SOON);
+
+    broker.signal(libc::SIGKILL);
+    assert!(broker.wait_exit(SOON).is_some());
+    let replies_before = reply_lines(&client).len();
+    thread::sleep(Duration::from_secs(1));
+    let broker = start_broker("lb", &frontend, &backend, "1000");
+    let back = Instant::now();
+    client.wait_out_count(" got ", replies_before + 3, Duration::from_secs(5));
+    let took = back.elapsed();
+    broker.wait_log("rejoined", SOON);
+    eprintln!("clients served again {took:?} after the broker came back");
+}
+
+#[test]
+fn lb_worker_started_before_its_broker_joins_when_it_comes() {
+    let frontend = format!("tcp://127.0.0.1:{}", free_port());
+    let backend = format!("tcp://127.0.0.1:{}", free_port());
+    let worker = start_lb_worker(&backend, "early", "200", &[]);
+    worker.wait_log("lb worker connecting", SOON);
+    // Long enough for the worker to find the broker silent and reconnect.
+    thread::sleep(Duration::from_millis(1500));
+    let broker = start_broker("lb", &frontend, &backend, "200");
+    broker.wait_log("worker early (", SOON);
+    let mut client = Proc::start(
+        BROKER_CLIENT,
+        &["--connect", &frontend, "--count", "3", "--interval-ms", "0"],
+    );
+    client.expect_exit(0, SOON);
+    assert_eq!(reply_lines(&client).len(), 3);
+    worker.wait_log("broker silent for", SOON);
+}
