@@ -13,16 +13,25 @@
 //! time a `DISCONNECTED` event is read libzmq has already closed that
 //! descriptor. So on `ACCEPTED` the thread keeps a duplicate of the
 //! descriptor. The duplicate gives the peer's address, and at `DISCONNECTED`
-//! it tells who ended the connection:
+//! it tells who ended the connection: if the peer is still there (no end of
+//! file), libzmq cut it. With `HANDSHAKE_SUCCEEDED` telling whether the
+//! ZeroMQ handshake was over, that makes four cases:
 //!
-//! - the peer closed it (end of file waiting): a normal goodbye, logged at info;
-//! - libzmq closed it while the peer was still sending (unread bytes): a
-//!   message over the size limit, or another protocol error, a warning;
-//! - libzmq closed it with the peer silent: a refused handshake (not ZMTP, or
-//!   an incompatible socket type), a warning.
+//! | who closed | handshake over? | what it was | logged as |
+//! |---|---|---|---|
+//! | libzmq | yes | a message over the size limit, or a malformed frame | warning |
+//! | libzmq | no | not ZMTP, or a socket type that cannot talk to this one | warning |
+//! | the peer | no | an incompatible ZeroMQ socket refusing us, or a port scan | warning |
+//! | the peer | yes | a normal goodbye | info |
 //!
 //! A connection cut during its handshake (`HANDSHAKE_FAILED_*`, emitted just
 //! before its `DISCONNECTED`) is always a warning.
+//!
+//! This is best effort: a wrong-type ZeroMQ peer on the same machine can be
+//! refused within microseconds, before this thread has read the ACCEPTED
+//! event. It is still reported, as "a peer", without its address; and should
+//! its descriptor number already belong to the next connection, the warning
+//! may name that connection's address.
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
@@ -36,6 +45,7 @@ use tracing::{debug, info, warn};
 const EVENT_ACCEPTED: u16 = zmq::SocketEvent::ACCEPTED as u16;
 const EVENT_DISCONNECTED: u16 = zmq::SocketEvent::DISCONNECTED as u16;
 const EVENT_MONITOR_STOPPED: u16 = zmq::SocketEvent::MONITOR_STOPPED as u16;
+const EVENT_HANDSHAKE_SUCCEEDED: u16 = zmq::SocketEvent::HANDSHAKE_SUCCEEDED as u16;
 const EVENT_HANDSHAKE_FAILED_NO_DETAIL: u16 = zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as u16;
 const EVENT_HANDSHAKE_FAILED_PROTOCOL: u16 = zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as u16;
 const EVENT_HANDSHAKE_FAILED_AUTH: u16 = zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as u16;
@@ -56,6 +66,7 @@ pub fn watch(
     let events = i32::from(
         EVENT_ACCEPTED
             | EVENT_DISCONNECTED
+            | EVENT_HANDSHAKE_SUCCEEDED
             | EVENT_HANDSHAKE_FAILED_NO_DETAIL
             | EVENT_HANDSHAKE_FAILED_PROTOCOL
             | EVENT_HANDSHAKE_FAILED_AUTH,
@@ -95,9 +106,13 @@ struct Watcher {
 }
 
 struct Peer {
+    /// `ip:port`, or "a peer" when it could not be read.
     address: String,
-    /// Our duplicate of libzmq's descriptor (None if it was already closed).
+    /// Our duplicate of libzmq's descriptor; `None` if libzmq had closed it
+    /// already when the ACCEPTED event was read.
     stream: Option<TcpStream>,
+    /// Whether its ZeroMQ handshake completed (see `handshake_succeeded`).
+    greeted: bool,
 }
 
 impl Watcher {
@@ -114,6 +129,7 @@ impl Watcher {
             };
             match event {
                 EVENT_ACCEPTED => self.accepted(value),
+                EVENT_HANDSHAKE_SUCCEEDED => self.handshake_succeeded(),
                 EVENT_HANDSHAKE_FAILED_NO_DETAIL => {
                     self.handshake_failed = Some(errno_text(value));
                 }
@@ -131,21 +147,51 @@ impl Watcher {
     }
 
     fn accepted(&mut self, fd: u32) {
-        let stream = duplicate(fd);
-        let address = match stream.as_ref().map(TcpStream::peer_addr) {
-            Some(Ok(address)) => address.to_string(),
-            _ => "a local peer".to_string(),
+        let peer = match duplicate(fd) {
+            Some(stream) => {
+                let address = stream.peer_addr().map_or_else(
+                    |_| "a local peer".to_string(),
+                    |address| address.to_string(),
+                );
+                info!("{}: {address} connected", self.kind);
+                Peer {
+                    address,
+                    stream: Some(stream),
+                    greeted: false,
+                }
+            }
+            // Refused so fast that libzmq closed it before this thread
+            // could look: only a failed handshake is that quick.
+            None => Peer {
+                address: "a peer".into(),
+                stream: None,
+                greeted: false,
+            },
         };
-        info!("{}: {address} connected", self.kind);
-        self.peers.insert(fd, Peer { address, stream });
+        self.peers.insert(fd, peer);
+    }
+
+    /// The event does not say which connection completed its handshake.
+    /// With one connection still in its handshake, it is that one; with
+    /// several, all get the benefit of the doubt (no false alarm, at the
+    /// price of missing a refusal among simultaneous arrivals).
+    fn handshake_succeeded(&mut self) {
+        for peer in self.peers.values_mut() {
+            peer.greeted = true;
+        }
     }
 
     fn disconnected(&mut self, fd: u32) {
-        let (address, stream) = match self.peers.remove(&fd) {
-            Some(peer) => (peer.address, peer.stream),
-            None => ("a peer".to_string(), None),
-        };
         let kind = self.kind;
+        let Some(Peer {
+            address,
+            stream,
+            greeted,
+        }) = self.peers.remove(&fd)
+        else {
+            info!("{kind}: a peer disconnected");
+            return;
+        };
         if let Some(reason) = self.handshake_failed.take() {
             warn!(
                 "{kind}: dropped {address}: ZeroMQ handshake failed ({reason}); \
@@ -153,20 +199,48 @@ impl Watcher {
             );
             return;
         }
+        let Some(stream) = stream else {
+            let max = self.max_message_bytes;
+            if greeted {
+                warn!(
+                    "{kind}: lost a peer right after its handshake, too fast to read its \
+                     address: it left at once, or libzmq dropped it for a message over \
+                     --max-message-bytes ({max} bytes) or a malformed frame"
+                );
+            } else {
+                warn!(
+                    "{kind}: dropped a peer during its handshake, too fast to read its \
+                     address: not a ZeroMQ peer, or a socket type that cannot talk to this one"
+                );
+            }
+            return;
+        };
+        // Unread bytes, or none but no end of file either: libzmq closed the
+        // connection while the peer was still there.
         let mut byte = [0u8; 1];
-        match stream.map(|stream| stream.peek(&mut byte)) {
-            Some(Ok(0)) => info!("{kind}: {address} disconnected"),
-            Some(Ok(_)) => warn!(
-                "{kind}: dropped {address} in the middle of its data: a message over \
-                 --max-message-bytes ({} bytes) or another ZeroMQ protocol error",
+        let cut_by_libzmq = match stream.peek(&mut byte) {
+            Ok(unread) => unread > 0,
+            Err(error) => error.kind() == ErrorKind::WouldBlock,
+        };
+        match (cut_by_libzmq, greeted) {
+            // After the handshake, libzmq only checks frames: their syntax
+            // and ZMQ_MAXMSGSIZE.
+            (true, true) => warn!(
+                "{kind}: dropped {address} after its handshake: a message over \
+                 --max-message-bytes ({} bytes), or a malformed frame",
                 self.max_message_bytes
             ),
-            Some(Err(error)) if error.kind() == ErrorKind::WouldBlock => warn!(
-                "{kind}: dropped {address}: it broke the ZeroMQ protocol (not a ZeroMQ \
+            (true, false) => warn!(
+                "{kind}: dropped {address}: it broke the ZeroMQ handshake (not a ZeroMQ \
                  peer, or a socket type that cannot talk to this one)"
             ),
-            // Reset by the peer, or no duplicate to look at: nothing to blame.
-            _ => info!("{kind}: {address} disconnected"),
+            // A ZeroMQ socket of an incompatible type refuses us too, and a
+            // port scan just leaves.
+            (false, false) => warn!(
+                "{kind}: dropped {address}: it hung up during the ZeroMQ handshake \
+                 (a socket type that cannot talk to this one, or not a ZeroMQ peer)"
+            ),
+            (false, true) => info!("{kind}: {address} disconnected"),
         }
     }
 }

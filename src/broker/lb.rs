@@ -61,12 +61,23 @@ impl Workers {
         }
     }
 
-    /// Records news from a worker (`ready` carries the name of a READY). A
-    /// worker not known yet joins, idle: after a broker restart, a running
-    /// worker's first message is a heartbeat or a late reply, not READY.
-    fn heard(&mut self, id: &[u8], ready: Option<&[u8]>, now: Instant) {
-        if let Some(worker) = self.known.get_mut(id) {
-            worker.last_heard = now;
+    /// Records news from a known worker; `false` if the worker is unknown.
+    fn heard(&mut self, id: &[u8], now: Instant) -> bool {
+        match self.known.get_mut(id) {
+            Some(worker) => {
+                worker.last_heard = now;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Lets a worker join, idle, on its READY (`ready` is its name) or on a
+    /// HEARTBEAT (`None`): after a broker restart, the running workers'
+    /// first messages are heartbeats, their READY went to the old broker.
+    /// Replies and malformed messages never make a peer a worker.
+    fn join(&mut self, id: &[u8], ready: Option<&[u8]>, now: Instant) {
+        if self.heard(id, now) {
             return;
         }
         let how = match ready {
@@ -201,14 +212,15 @@ fn from_workers(
         let id = frames.remove(0).to_vec();
         match protocol::classify(&frames) {
             Frames::Ready(name) => {
-                workers.heard(&id, Some(name), now);
+                workers.join(&id, Some(name), now);
                 // A READY from a worker thought busy: it restarted its socket.
                 workers.set_idle(&id);
             }
-            Frames::Heartbeat => workers.heard(&id, None, now),
+            Frames::Heartbeat => workers.join(&id, None, now),
             Frames::Work => {
-                workers.heard(&id, None, now);
-                workers.set_idle(&id);
+                if workers.heard(&id, now) {
+                    workers.set_idle(&id);
+                }
                 match send_message(frontend, None, frames) {
                     Ok(()) => traffic.replies_out += 1,
                     Err((refused, reply)) => {
@@ -223,7 +235,7 @@ fn from_workers(
             }
             Frames::Malformed => {
                 traffic.dropped += 1;
-                workers.heard(&id, None, now);
+                workers.heard(&id, now);
                 let first = frames
                     .first()
                     .map_or_else(String::new, |frame| show(frame).to_string());
