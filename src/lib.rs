@@ -22,6 +22,7 @@
 //! | [`broker`] | the broker's loops: `proxy` (round robin) and `lb` (load balancing) |
 //! | [`protocol`] | READY and HEARTBEAT: the load-balancing broker's wire protocol |
 //! | [`lb_worker`] | the worker side of that protocol, with reconnection and back-off |
+//! | [`pairs`] | the legal socket pairs, traced frame by frame (`socket_pairs`) |
 
 pub mod broker;
 pub mod cli;
@@ -35,6 +36,7 @@ pub mod lb_worker;
 pub mod logging;
 pub mod monitor;
 pub mod output;
+pub mod pairs;
 pub mod payload;
 pub mod protocol;
 pub mod shutdown;

@@ -52,6 +52,11 @@ const EVENT_HANDSHAKE_FAILED_AUTH: u16 = zmq::SocketEvent::HANDSHAKE_FAILED_AUTH
 
 /// Starts a thread that logs the connections of `socket` (call before `bind`).
 ///
+/// The thread reads events until the socket is closed (`MONITOR_STOPPED`)
+/// or the context ends, never earlier: libzmq 4.3 sends monitor events from
+/// its I/O thread with a blocking send, so an event nobody reads any more
+/// would block that thread, and every socket of the context with it.
+///
 /// `kind` names the socket in the log ("frontend", "REP"), and
 /// `max_message_bytes` is quoted when a peer is cut for an oversize message.
 /// The thread ends by itself when the socket is closed.

@@ -62,7 +62,7 @@ enum Mode {
 
 /// A request-reply broker: clients connect to the frontend, workers to the backend.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(version, long_about = None)]
 struct Args {
     /// Endpoint the clients connect to (ROUTER)
     #[arg(long, env, default_value = "tcp://*:5555", value_parser = endpoint::parse_bind, value_name = "ENDPOINT")]

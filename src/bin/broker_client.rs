@@ -34,7 +34,7 @@ use zmq_reqrep::shutdown::Shutdown;
 
 /// A REQ client of the broker: connects to its frontend and asks.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(version, long_about = None)]
 struct Args {
     #[command(flatten)]
     client: ClientArgs,

@@ -39,7 +39,7 @@ use zmq_reqrep::shutdown::Shutdown;
 
 /// A REQ client: connects, sends a request, prints the reply, repeats.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(version, long_about = None)]
 struct Args {
     #[command(flatten)]
     client: ClientArgs,

@@ -42,7 +42,7 @@ use zmq_reqrep::{LINGER_MS, monitor};
 
 /// A REP server: binds, then answers each request with one reply.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(version, long_about = None)]
 struct Args {
     /// Endpoint to bind ('*' means every interface)
     #[arg(long, env, default_value = "tcp://*:5555", value_parser = endpoint::parse_bind, value_name = "ENDPOINT")]

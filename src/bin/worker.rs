@@ -50,7 +50,7 @@ enum Mode {
 
 /// A worker: connects to a broker's backend and answers requests.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(version, long_about = None)]
 struct Args {
     /// The broker's backend endpoint
     #[arg(long, env, default_value = "tcp://localhost:5556", value_parser = endpoint::parse_connect, value_name = "ENDPOINT")]
