@@ -43,6 +43,7 @@ use zmq_reqrep::shutdown::{CHECK_INTERVAL_MS, Shutdown};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Mode {
     /// REP socket, for `broker --mode proxy` (or any ROUTER/DEALER broker)
+    #[value(alias = "proxy")]
     Plain,
     /// DEALER with READY and heartbeats, for `broker --mode lb`
     Lb,
@@ -56,7 +57,8 @@ struct Args {
     #[arg(long, env, default_value = "tcp://localhost:5556", value_parser = endpoint::parse_connect, value_name = "ENDPOINT")]
     connect: String,
 
-    /// Which broker protocol to speak
+    /// Which broker protocol to speak ("proxy" also means plain, so that
+    /// one MODE variable can set broker and workers alike)
     #[arg(long, env, value_enum, default_value_t = Mode::Plain)]
     mode: Mode,
 
