@@ -9,8 +9,8 @@
 //! Output, one line per reply, then a summary at the end:
 //!
 //! ```text
-//! reqrep_client[laptop] #1 sent b"Hello" got b"World" in 0.41 ms
-//! reqrep_client[laptop] done: 1 replies to 1 requests, 0 resends, round trip avg 0.41 ms, max 0.41 ms
+//! reqrep_client[laptop] #1 sent b"Hello" got b"World" in 0.412 ms
+//! reqrep_client[laptop] done: 1 replies to 1 requests, 0 resends, in 0.001 s, round trip avg 0.412 ms, max 0.412 ms
 //! ```
 
 use std::time::{Duration, Instant};
@@ -46,8 +46,15 @@ impl RoundTrips {
     }
 }
 
-fn ms(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1e3
+/// A duration in milliseconds with three decimals (`0.412`), formatted
+/// from whole microseconds: cheaper than a float on the per-reply path.
+struct Millis(Duration);
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let micros = self.0.as_micros();
+        write!(f, "{}.{:03}", micros / 1000, micros % 1000)
+    }
 }
 
 /// Runs the client until `--count` replies, Ctrl-C/SIGTERM, or a request
@@ -64,21 +71,22 @@ pub fn run(role: &str, args: &ClientArgs, shutdown: &Shutdown) -> anyhow::Result
 
     let mut round_trips = RoundTrips::default();
     let mut sent = 0u64;
+    let started = Instant::now();
     let result = loop {
         if args.count > 0 && sent == args.count {
             break Ok(());
         }
         sent += 1;
-        let started = Instant::now();
+        let asked = Instant::now();
         match req.request(&request, sent, shutdown) {
             Ok(Outcome::Reply(reply)) => {
-                let rtt = started.elapsed();
+                let rtt = asked.elapsed();
                 round_trips.record(rtt);
                 output::line(format_args!(
-                    "{role}[{name}] #{sent} sent {} got {} in {:.2} ms",
+                    "{role}[{name}] #{sent} sent {} got {} in {} ms",
                     show(&request),
                     show_frames(&reply),
-                    ms(rtt)
+                    Millis(rtt)
                 ));
             }
             Ok(Outcome::Stopped) => break Ok(()),
@@ -89,11 +97,28 @@ pub fn run(role: &str, args: &ClientArgs, shutdown: &Shutdown) -> anyhow::Result
         }
     };
     output::line(format_args!(
-        "{role}[{name}] done: {} replies to {sent} requests, {} resends, round trip avg {:.2} ms, max {:.2} ms",
+        "{role}[{name}] done: {} replies to {sent} requests, {} resends, in {:.3} s, \
+         round trip avg {} ms, max {} ms",
         round_trips.count,
         req.resends(),
-        ms(round_trips.average()),
-        ms(round_trips.max)
+        started.elapsed().as_secs_f64(),
+        Millis(round_trips.average()),
+        Millis(round_trips.max)
     ));
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn milliseconds_with_three_decimals() {
+        assert_eq!(Millis(Duration::from_micros(412)).to_string(), "0.412");
+        assert_eq!(
+            Millis(Duration::from_micros(5_011_440)).to_string(),
+            "5011.440"
+        );
+        assert_eq!(Millis(Duration::from_nanos(999)).to_string(), "0.000");
+    }
 }

@@ -11,14 +11,15 @@
 //! between named parties (under compose the name defaults to the container
 //! id). `RUST_LOG` chooses the level, `info` by default.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::io::IsTerminal;
 use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -54,10 +55,67 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        SystemTime.format_time(&mut writer)?;
+        write_timestamp(&mut writer)?;
         let who = WHO.get().map_or("?", String::as_str);
         write!(writer, " {:>5} {who} ", event.metadata().level())?;
         ctx.field_format().format_fields(writer.by_ref(), event)?;
         writeln!(writer)
+    }
+}
+
+/// Writes the current UTC time as `2026-11-26T18:07:00.005072Z`.
+///
+/// Formatting a full date for every line cost as much as the rest of a
+/// server's request handling, so the `YYYY-MM-DDTHH:MM:SS` part is kept per
+/// thread and redone only when the second changes.
+fn write_timestamp(writer: &mut Writer<'_>) -> fmt::Result {
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let seconds = now.as_secs();
+    SECOND.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.0 != seconds {
+            *cache = (seconds, utc_seconds(seconds));
+        }
+        write!(writer, "{}.{:06}Z", cache.1, now.subsec_micros())
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of a Unix time (days to civil date after Howard
+/// Hinnant's algorithm, for the proleptic Gregorian calendar).
+fn utc_seconds(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let (hour, minute, second) = (unix % 86_400 / 3600, unix % 3600 / 60, unix % 60);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc_seconds;
+
+    #[test]
+    fn formats_utc_dates() {
+        assert_eq!(utc_seconds(0), "1970-01-01T00:00:00");
+        assert_eq!(utc_seconds(951_782_400), "2000-02-29T00:00:00");
+        assert_eq!(utc_seconds(1_795_716_420), "2026-11-26T18:07:00");
+        assert_eq!(utc_seconds(4_107_542_399), "2100-02-28T23:59:59");
     }
 }
