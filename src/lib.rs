@@ -23,7 +23,10 @@
 //! | [`protocol`] | READY and HEARTBEAT: the load-balancing broker's wire protocol |
 //! | [`lb_worker`] | the worker side of that protocol, with reconnection and back-off |
 //! | [`pairs`] | the legal socket pairs, traced frame by frame (`socket_pairs`) |
+//! | [`limits`] | raises the open-files limit, for brokers facing many clients |
+//! | [`bench`] | the benchmark behind `bench`: scenarios, baselines, report, chart |
 
+pub mod bench;
 pub mod broker;
 pub mod cli;
 pub mod client;
@@ -33,6 +36,7 @@ pub mod exit;
 pub mod faults;
 pub mod lazy_pirate;
 pub mod lb_worker;
+pub mod limits;
 pub mod logging;
 pub mod monitor;
 pub mod output;
@@ -45,3 +49,8 @@ pub mod shutdown;
 /// (ms). Short enough that no role hangs at exit, long enough for a last
 /// reply to leave.
 pub const LINGER_MS: i32 = 200;
+
+/// Pending connections a listening socket queues (ZMQ_BACKLOG). libzmq's
+/// default of 100 drops the excess when a thousand clients connect at once,
+/// and TCP retries a dropped connection only after a second.
+pub const LISTEN_BACKLOG: i32 = 1024;

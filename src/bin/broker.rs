@@ -49,7 +49,7 @@ use zmq_reqrep::cli::{LimitArgs, NameArg};
 use zmq_reqrep::endpoint::{self, last_endpoint};
 use zmq_reqrep::exit::{self, UsageError};
 use zmq_reqrep::shutdown::Shutdown;
-use zmq_reqrep::{LINGER_MS, monitor};
+use zmq_reqrep::{LINGER_MS, LISTEN_BACKLOG, monitor};
 
 /// How the broker picks a worker for each request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -97,6 +97,10 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals().context("installing the Ctrl-C/SIGTERM handler")?;
     let ctx = zmq::Context::new();
+    // One descriptor per client, and a moment longer for the monitor.
+    if let Err(error) = zmq_reqrep::limits::raise_open_files() {
+        tracing::warn!("cannot raise the open-files limit: {error}");
+    }
 
     // Clients' REQ sockets connect here. The ROUTER prepends each client's
     // identity to its requests and uses it to route the replies back.
@@ -109,6 +113,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     })?;
     for (socket, kind) in [(&frontend, "frontend"), (&backend, "backend")] {
         socket.set_linger(LINGER_MS)?;
+        socket.set_backlog(LISTEN_BACKLOG)?;
         socket.set_maxmsgsize(args.limit.as_maxmsgsize())?;
         if socket.get_socket_type()? == zmq::ROUTER {
             // Report a message for a peer that is gone instead of dropping it silently.

@@ -38,7 +38,7 @@ use zmq_reqrep::exit::{self, UsageError};
 use zmq_reqrep::faults::Faults;
 use zmq_reqrep::payload::show_frames;
 use zmq_reqrep::shutdown::{CHECK_INTERVAL_MS, Shutdown};
-use zmq_reqrep::{LINGER_MS, monitor};
+use zmq_reqrep::{LINGER_MS, LISTEN_BACKLOG, monitor};
 
 /// A REP server: binds, then answers each request with one reply.
 #[derive(Parser, Debug)]
@@ -69,6 +69,10 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals().context("installing the Ctrl-C/SIGTERM handler")?;
+    // One descriptor per client, and a moment longer for the monitor.
+    if let Err(error) = zmq_reqrep::limits::raise_open_files() {
+        tracing::warn!("cannot raise the open-files limit: {error}");
+    }
     let reply = args.reply.load()?;
     let work = Duration::from_millis(args.reply.work_ms);
 
@@ -76,6 +80,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let socket = ctx.socket(zmq::REP)?;
     socket.set_linger(LINGER_MS)?; // at exit, give the last reply a moment, never hang
     socket.set_rcvtimeo(CHECK_INTERVAL_MS)?; // wake up to notice Ctrl-C
+    socket.set_backlog(LISTEN_BACKLOG)?; // many clients connecting at once
     socket.set_maxmsgsize(args.limit.as_maxmsgsize())?; // refuse oversize requests
     monitor::watch(&ctx, &socket, "REP", args.limit.max_message_bytes)?;
     socket
