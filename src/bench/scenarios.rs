@@ -1,0 +1,629 @@
+//! The five scenarios, each with the baseline it is compared against.
+//!
+//! | scenario | baseline | compared |
+//! |---|---|---|
+//! | `reqrep` | bare libzmq REQ/REP ping-pong | `reqrep_server` + `reqrep_client`; raw TCP ping-pong |
+//! | `broker` | `zmq::proxy` with REP workers | `broker --mode proxy`; `broker --mode lb` |
+//! | `pipeline` | lock-step REQ to a ROUTER | a DEALER keeping `--window` requests in flight |
+//! | `balance` | `broker --mode proxy` (round robin) | `broker --mode lb`, one worker 10x slower |
+//! | `scale` | 1 client through `broker --mode lb` | 10, 100, 1000 concurrent clients |
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+
+use super::child::{Child, Stream};
+use super::peers::Outcome;
+use super::stats::{median_index, percentiles};
+use super::{Options, Row};
+
+/// What one run of a variant measured.
+struct Run {
+    answered: u64,
+    sent: u64,
+    elapsed: Duration,
+    /// While every client was busy: (duration, replies); see [`Outcome::window`].
+    window: Option<(Duration, u64)>,
+    rtts: Vec<Duration>,
+    server_rss_kib: Option<u64>,
+    server_cpu: Option<Duration>,
+}
+
+impl Run {
+    fn throughput(&self) -> f64 {
+        let (time, replies) = self.window.unwrap_or((self.elapsed, self.answered));
+        replies as f64 / time.as_secs_f64().max(1e-9)
+    }
+
+    fn from_outcome(outcome: Outcome, server: &Child) -> Run {
+        Run {
+            answered: outcome.rtts_ns.len() as u64,
+            sent: outcome.sent,
+            elapsed: Duration::from_nanos(outcome.elapsed_ns),
+            window: outcome
+                .window
+                .map(|(ns, replies)| (Duration::from_nanos(ns), replies)),
+            rtts: outcome
+                .rtts_ns
+                .into_iter()
+                .map(Duration::from_nanos)
+                .collect(),
+            server_rss_kib: server.peak_rss_kib(),
+            server_cpu: server.cpu_time(),
+        }
+    }
+}
+
+/// Who is measured: a name, and the size of the set-up.
+struct Variant<'a> {
+    scenario: &'a str,
+    name: String,
+    baseline: bool,
+    clients: usize,
+    workers: usize,
+}
+
+/// How to run a variant once.
+type Once<'a> = Box<dyn FnMut() -> anyhow::Result<Run> + 'a>;
+
+/// Runs every variant `options.repeat` times, in rounds (A, B, C, A, B, C,
+/// ...) so that a machine getting busier or quieter during the benchmark
+/// affects all variants alike, and reports each variant's median run.
+fn measure(
+    mut variants: Vec<(Variant<'_>, Once<'_>)>,
+    options: &Options,
+) -> anyhow::Result<Vec<Row>> {
+    let mut runs: Vec<Vec<Run>> = variants
+        .iter()
+        .map(|_| Vec::with_capacity(options.repeat))
+        .collect();
+    for round in 1..=options.repeat {
+        for ((variant, once), runs) in variants.iter_mut().zip(&mut runs) {
+            let run = once().with_context(|| format!("{} / {}", variant.scenario, variant.name))?;
+            eprintln!(
+                "bench: {} / {}: run {round} of {}: {:.0} round trips/s, {} lost",
+                variant.scenario,
+                variant.name,
+                options.repeat,
+                run.throughput(),
+                run.sent.saturating_sub(run.answered)
+            );
+            runs.push(run);
+        }
+    }
+    Ok(variants
+        .into_iter()
+        .zip(runs)
+        .map(|((variant, _), runs)| row(variant, runs))
+        .collect())
+}
+
+/// The row of a variant: its median run, and every run's throughput.
+fn row(variant: Variant<'_>, runs: Vec<Run>) -> Row {
+    let throughputs: Vec<f64> = runs.iter().map(Run::throughput).collect();
+    let median = &runs[median_index(&throughputs)];
+    Row {
+        scenario: variant.scenario.to_string(),
+        variant: variant.name,
+        baseline: variant.baseline,
+        clients: variant.clients,
+        workers: variant.workers,
+        answered: median.answered,
+        lost: median.sent.saturating_sub(median.answered),
+        throughput: median.throughput(),
+        throughput_runs: throughputs,
+        latency: percentiles(&median.rtts),
+        server_rss_mib: median.server_rss_kib.map(|kib| kib as f64 / 1024.0),
+        server_cpu_s: median.server_cpu.map(|cpu| cpu.as_secs_f64()),
+        ratio: None,
+    }
+}
+
+/// Sets each row's ratio to its scenario's baseline.
+pub fn with_ratios(mut rows: Vec<Row>) -> Vec<Row> {
+    let bases: Vec<(String, f64)> = rows
+        .iter()
+        .filter(|row| row.baseline)
+        .map(|row| (row.scenario.clone(), row.throughput))
+        .collect();
+    for row in &mut rows {
+        if let Some((_, base)) = bases.iter().find(|(scenario, _)| *scenario == row.scenario) {
+            row.ratio = Some(row.throughput / base.max(1e-9));
+        }
+    }
+    rows
+}
+
+// --- processes ---------------------------------------------------------------
+
+/// Starts `bench peer <args>` (the baselines and load generators).
+fn peer(args: &[&str]) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe()?;
+    let mut all = vec!["peer".to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    Child::spawn(&exe, &all)
+}
+
+fn role(name: &str, args: &[&str]) -> anyhow::Result<Child> {
+    Child::role(
+        name,
+        &args.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+    )
+}
+
+const READY_WITHIN: Duration = Duration::from_secs(10);
+
+/// The tcp endpoints in the first log line containing `needle`, as
+/// 127.0.0.1 addresses.
+fn endpoints(child: &Child, needle: &str) -> anyhow::Result<Vec<String>> {
+    let line = child
+        .wait_for(Stream::Err, needle, 1, READY_WITHIN)?
+        .remove(0);
+    let found: Vec<String> = line
+        .split_whitespace()
+        .filter_map(|word| word.trim_end_matches(',').strip_prefix("tcp://"))
+        .filter_map(|address| address.rsplit(':').next())
+        .map(|port| format!("tcp://127.0.0.1:{port}"))
+        .collect();
+    if found.is_empty() {
+        bail!("no endpoint in {line:?}");
+    }
+    Ok(found)
+}
+
+fn port_of(endpoint: &str) -> anyhow::Result<u16> {
+    endpoint
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| anyhow!("no port in {endpoint}"))
+}
+
+/// Connections established *to* `port` on this machine (the connecting
+/// ends), from /proc/net/tcp: how many workers a broker's backend has.
+fn established_to(port: u16) -> usize {
+    let wanted = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    fields.len() > 3 && fields[2].ends_with(&wanted) && fields[3] == "01"
+                })
+                .count()
+        })
+        .sum()
+}
+
+fn wait_established(port: u16, count: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + READY_WITHIN;
+    while established_to(port) < count {
+        if Instant::now() >= deadline {
+            bail!(
+                "only {} of {count} workers connected to port {port}",
+                established_to(port)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// Waits for a load-generating peer and reads its JSON outcome.
+fn outcome(child: &mut Child, options: &Options) -> anyhow::Result<Outcome> {
+    child.wait(options.max_run)?;
+    let last = child
+        .lines(Stream::Out)
+        .pop()
+        .ok_or_else(|| anyhow!("the peer printed no outcome"))?;
+    serde_json::from_str(&last).with_context(|| format!("reading the peer's outcome {last:?}"))
+}
+
+/// The request payload options of the role clients for `size` bytes.
+fn message_args(size: usize) -> anyhow::Result<Vec<String>> {
+    if size == 5 {
+        return Ok(vec!["--message".into(), "Hello".into()]);
+    }
+    let path: PathBuf =
+        std::env::temp_dir().join(format!("zmq-reqrep-bench-{}-{size}", std::process::id()));
+    if !path.exists() {
+        std::fs::write(
+            &path,
+            (0..size).map(|i| b"Hello"[i % 5]).collect::<Vec<u8>>(),
+        )?;
+    }
+    Ok(vec!["--message-file".into(), path.display().to_string()])
+}
+
+/// Round trips of role clients (`reqrep_client`, `broker_client`), read from
+/// their output: "#N sent ... in 0.123 ms" and "done: A replies to S
+/// requests, R resends, in E s, ...".
+struct ClientReport {
+    rtts: Vec<Duration>,
+    answered: u64,
+    sent: u64,
+    elapsed: Duration,
+}
+
+fn client_report(child: &Child) -> anyhow::Result<ClientReport> {
+    let lines = child.lines(Stream::Out);
+    let mut rtts = Vec::new();
+    for line in lines.iter().filter(|l| l.contains(" got ")) {
+        let ms = line
+            .rsplit(" in ")
+            .next()
+            .and_then(|rest| rest.strip_suffix(" ms"))
+            .and_then(|n| n.parse::<f64>().ok())
+            .ok_or_else(|| anyhow!("no round trip in {line:?}"))?;
+        rtts.push(Duration::from_secs_f64(ms / 1e3));
+    }
+    let summary = lines
+        .iter()
+        .find(|l| l.contains(" done: "))
+        .ok_or_else(|| anyhow!("no summary line"))?;
+    let words: Vec<&str> = summary.split_whitespace().collect();
+    let number = |after: &str| -> anyhow::Result<f64> {
+        let at = words
+            .iter()
+            .position(|w| *w == after)
+            .ok_or_else(|| anyhow!("no {after:?} in {summary:?}"))?;
+        Ok(words
+            .get(at + 1)
+            .and_then(|w| w.trim_end_matches(',').parse().ok())
+            .unwrap_or(0.0))
+    };
+    Ok(ClientReport {
+        rtts,
+        answered: number("done:")? as u64,
+        sent: number("to")? as u64,
+        elapsed: Duration::from_secs_f64(number("in")?),
+    })
+}
+
+// --- reqrep ------------------------------------------------------------------
+
+/// Lock-step REQ/REP: the suite's binaries against bare libzmq and raw TCP.
+pub fn reqrep(options: &Options) -> anyhow::Result<Vec<Row>> {
+    let count = options.round_trips.to_string();
+    let size = options.size.to_string();
+    let message = message_args(options.size)?;
+    let variant = |name: &str, baseline| Variant {
+        scenario: "reqrep",
+        name: name.into(),
+        baseline,
+        clients: 1,
+        workers: 0,
+    };
+
+    let bare: Once<'_> = Box::new(|| {
+        let mut server = peer(&["rep-bare", "--bind", "tcp://127.0.0.1:*"])?;
+        let endpoint = endpoints(&server, "listening on")?.remove(0);
+        let mut client = peer(&[
+            "req-bare",
+            "--connect",
+            &endpoint,
+            "--count",
+            &count,
+            "--size",
+            &size,
+        ])?;
+        let run = Run::from_outcome(outcome(&mut client, options)?, &server);
+        server.stop();
+        Ok(run)
+    });
+    let suite: Once<'_> = Box::new(|| {
+        let mut server = role("reqrep_server", &["--bind", "tcp://127.0.0.1:*"])?;
+        let endpoint = endpoints(&server, "REP listening on")?.remove(0);
+        let mut args = vec![
+            "--connect",
+            endpoint.as_str(),
+            "--count",
+            &count,
+            "--interval-ms",
+            "0",
+        ];
+        args.extend(message.iter().map(String::as_str));
+        let mut client = role("reqrep_client", &args)?;
+        client.wait(options.max_run)?;
+        let report = client_report(&client)?;
+        let run = Run {
+            answered: report.answered,
+            sent: report.sent,
+            elapsed: report.elapsed,
+            window: None,
+            rtts: report.rtts,
+            server_rss_kib: server.peak_rss_kib(),
+            server_cpu: server.cpu_time(),
+        };
+        server.stop();
+        Ok(run)
+    });
+    let tcp: Once<'_> = Box::new(|| {
+        let mut server = peer(&["tcp-server", "--bind", "127.0.0.1:0", "--size", &size])?;
+        let endpoint = endpoints(&server, "listening on")?.remove(0);
+        let mut client = peer(&[
+            "tcp-client",
+            "--connect",
+            &endpoint,
+            "--count",
+            &count,
+            "--size",
+            &size,
+        ])?;
+        let run = Run::from_outcome(outcome(&mut client, options)?, &server);
+        server.stop();
+        Ok(run)
+    });
+    measure(
+        vec![
+            (variant("bare libzmq REQ/REP (ceiling)", true), bare),
+            (variant("reqrep_server + reqrep_client", false), suite),
+            (variant("raw TCP ping-pong, TCP_NODELAY", false), tcp),
+        ],
+        options,
+    )
+}
+
+// --- broker, balance, scale ------------------------------------------------
+
+/// Which broker sits between the clients and the workers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Broker {
+    /// libzmq's `zmq::proxy` (run by `bench peer proxy`), with REP workers.
+    Libzmq,
+    /// `broker --mode proxy`, with REP workers.
+    Proxy,
+    /// `broker --mode lb`, with `worker --mode lb`.
+    Lb,
+}
+
+impl Broker {
+    fn start(self) -> anyhow::Result<(Child, String, String)> {
+        let any = "tcp://127.0.0.1:*";
+        let (child, needle) = match self {
+            Broker::Libzmq => (
+                peer(&["proxy", "--frontend", any, "--backend", any])?,
+                "listening on",
+            ),
+            Broker::Proxy => (
+                role(
+                    "broker",
+                    &["--mode", "proxy", "--frontend", any, "--backend", any],
+                )?,
+                "frontend ROUTER on",
+            ),
+            Broker::Lb => (
+                role(
+                    "broker",
+                    &["--mode", "lb", "--frontend", any, "--backend", any],
+                )?,
+                "frontend ROUTER on",
+            ),
+        };
+        let found = endpoints(&child, needle)?;
+        let [frontend, backend] = <[String; 2]>::try_from(found)
+            .map_err(|f| anyhow!("expected two endpoints, got {f:?}"))?;
+        Ok((child, frontend, backend))
+    }
+
+    fn worker_mode(self) -> &'static str {
+        if self == Broker::Lb { "lb" } else { "plain" }
+    }
+
+    /// Starts one worker per service time, and waits until all are connected
+    /// (and, for lb, announced): requests only go to workers already there.
+    fn workers(self, broker: &Child, backend: &str, work_ms: &[u64]) -> anyhow::Result<Vec<Child>> {
+        let workers = work_ms
+            .iter()
+            .enumerate()
+            .map(|(i, work)| {
+                let name = format!("w{i}");
+                let work = work.to_string();
+                role(
+                    "worker",
+                    &[
+                        "--connect",
+                        backend,
+                        "--mode",
+                        self.worker_mode(),
+                        "--work-ms",
+                        &work,
+                        "--name",
+                        &name,
+                    ],
+                )
+            })
+            .collect::<anyhow::Result<Vec<Child>>>()?;
+        wait_established(port_of(backend)?, work_ms.len())?;
+        if self == Broker::Lb {
+            broker.wait_for(Stream::Err, " ready", work_ms.len(), READY_WITHIN)?;
+        }
+        Ok(workers)
+    }
+}
+
+/// `clients` lock-step clients (one `bench peer fleet` process), `requests`
+/// each, through `broker`, to workers with the given service times.
+fn through_broker(
+    broker_kind: Broker,
+    work_ms: &[u64],
+    clients: usize,
+    requests: u64,
+    options: &Options,
+) -> anyhow::Result<Run> {
+    let (mut broker, frontend, backend) = broker_kind.start()?;
+    let mut workers = broker_kind.workers(&broker, &backend, work_ms)?;
+    let (clients, requests) = (clients.to_string(), requests.to_string());
+    let size = options.size.to_string();
+    let stall = options.max_run.as_secs().max(1).to_string();
+    let mut fleet = peer(&[
+        "fleet",
+        "--connect",
+        &frontend,
+        "--clients",
+        &clients,
+        "--requests",
+        &requests,
+        "--size",
+        &size,
+        "--stall-s",
+        &stall,
+    ])?;
+    let run = Run::from_outcome(outcome(&mut fleet, options)?, &broker);
+    for worker in &mut workers {
+        worker.stop();
+    }
+    broker.stop();
+    Ok(run)
+}
+
+/// Clients through a broker to identical workers: ours in both modes against
+/// libzmq's own forwarder.
+pub fn broker(options: &Options) -> anyhow::Result<Vec<Row>> {
+    let work = vec![options.work_ms; options.workers];
+    let variants = [
+        ("zmq::proxy (libzmq's forwarder)", Broker::Libzmq, true),
+        ("broker --mode proxy", Broker::Proxy, false),
+        ("broker --mode lb", Broker::Lb, false),
+    ]
+    .into_iter()
+    .map(|(name, kind, baseline)| {
+        let variant = Variant {
+            scenario: "broker",
+            name: name.into(),
+            baseline,
+            clients: options.clients,
+            workers: options.workers,
+        };
+        let work = work.clone();
+        let once: Once<'_> = Box::new(move || {
+            through_broker(kind, &work, options.clients, options.requests, options)
+        });
+        (variant, once)
+    })
+    .collect();
+    measure(variants, options)
+}
+
+/// One worker `slow_factor` times slower than the others: round robin
+/// against load balancing.
+pub fn balance(options: &Options) -> anyhow::Result<Vec<Row>> {
+    let mut work = vec![options.fast_ms; options.workers.max(2)];
+    work[0] = options.fast_ms * options.slow_factor;
+    let workers = work.len();
+    let variants = [
+        ("broker --mode proxy", Broker::Proxy, true),
+        ("broker --mode lb", Broker::Lb, false),
+    ]
+    .into_iter()
+    .map(|(mode, kind, baseline)| {
+        let name = format!("{mode}, 1 worker {}x slower", options.slow_factor);
+        let variant = Variant {
+            scenario: "balance",
+            name,
+            baseline,
+            clients: options.clients,
+            workers,
+        };
+        let work = work.clone();
+        let once: Once<'_> = Box::new(move || {
+            through_broker(
+                kind,
+                &work,
+                options.clients,
+                options.balance_requests,
+                options,
+            )
+        });
+        (variant, once)
+    })
+    .collect();
+    measure(variants, options)
+}
+
+/// 1, 10, 100, 1000 concurrent lock-step clients through `broker --mode lb`.
+pub fn scale(options: &Options) -> anyhow::Result<Vec<Row>> {
+    let variants = options
+        .scale_steps
+        .iter()
+        .enumerate()
+        .map(|(i, &clients)| {
+            let variant = Variant {
+                scenario: "scale",
+                name: format!("broker --mode lb, {clients} clients"),
+                baseline: i == 0,
+                clients,
+                workers: options.workers,
+            };
+            let per_client = (options.scale_requests / clients.max(1) as u64).max(1);
+            let once: Once<'_> = Box::new(move || {
+                through_broker(
+                    Broker::Lb,
+                    &vec![0; options.workers],
+                    clients,
+                    per_client,
+                    options,
+                )
+            });
+            (variant, once)
+        })
+        .collect();
+    measure(variants, options)
+}
+
+/// A DEALER keeping requests in flight against lock-step REQ, both to the
+/// same ROUTER.
+pub fn pipeline(options: &Options) -> anyhow::Result<Vec<Row>> {
+    let count = options.round_trips.to_string();
+    let size = options.size.max(8).to_string();
+    let window = options.window.to_string();
+    let clients: [(String, Vec<&str>, bool); 2] = [
+        (
+            "REQ, lock step".into(),
+            vec!["req-bare", "--count", &count, "--size", &size],
+            true,
+        ),
+        (
+            format!("DEALER, {} in flight", options.window),
+            vec![
+                "dealer-pipeline",
+                "--count",
+                &count,
+                "--window",
+                &window,
+                "--size",
+                &size,
+            ],
+            false,
+        ),
+    ];
+    let variants = clients
+        .into_iter()
+        .map(|(name, args, baseline)| {
+            let variant = Variant {
+                scenario: "pipeline",
+                name,
+                baseline,
+                clients: 1,
+                workers: 0,
+            };
+            let once: Once<'_> = Box::new(move || {
+                let mut server = peer(&["router-echo", "--bind", "tcp://127.0.0.1:*"])?;
+                let endpoint = endpoints(&server, "listening on")?.remove(0);
+                let mut all = args.clone();
+                all.extend(["--connect", endpoint.as_str()]);
+                let mut client = peer(&all)?;
+                let run = Run::from_outcome(outcome(&mut client, options)?, &server);
+                server.stop();
+                Ok(run)
+            });
+            (variant, once)
+        })
+        .collect();
+    measure(variants, options)
+}

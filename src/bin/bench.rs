@@ -1,0 +1,355 @@
+//! # bench: how fast is ZeroMQ request-reply, and what do the patterns cost?
+//!
+//! Runs each scenario side by side with its baseline, as real processes on
+//! 127.0.0.1, and prints one table (`--json` for machines):
+//!
+//! ```text
+//! cargo run --release --bin bench -- all                 # every scenario, about a minute
+//! cargo run --release --bin bench -- broker --clients 8  # one scenario, other sizes
+//! cargo run --release --bin bench -- all --json > report.json
+//! cargo run --release --bin bench -- chart report.json docs/bench.svg
+//! ```
+//!
+//! | scenario | question | baseline |
+//! |---|---|---|
+//! | `reqrep` | does the suite's code add anything to a round trip? | bare libzmq REQ/REP (and raw TCP) |
+//! | `broker` | what does a broker hop cost? | `zmq::proxy` |
+//! | `pipeline` | what does "DEALER is asynchronous" buy? | lock-step REQ |
+//! | `balance` | what does load balancing buy with one slow worker? | round robin |
+//! | `scale` | do 1000 clients get through, and in how much memory? | 1 client |
+//!
+//! The role binaries (`reqrep_server`, `broker`, ...) are run from the same
+//! directory as this one; run through `cargo run`, the bench builds them
+//! first. The machine is noisy: compare ratios measured in one run, and
+//! prefer `--repeat` (default 3, rows report the median run). The code is
+//! in `src/bench/`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+
+use zmq_reqrep::bench::{self, Options, Report, peers, scenarios};
+use zmq_reqrep::exit;
+
+/// Benchmarks the request-reply patterns against their baselines.
+#[derive(Parser, Debug)]
+#[command(version, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Every scenario, one after the other
+    All(RunArgs),
+    /// REQ/REP round trips: the suite's binaries, bare libzmq, raw TCP
+    Reqrep(RunArgs),
+    /// Clients through a broker: ours in both modes, and zmq::proxy
+    Broker(RunArgs),
+    /// A DEALER with requests in flight against lock-step REQ
+    Pipeline(RunArgs),
+    /// One slow worker among fast ones: round robin against load balancing
+    Balance(RunArgs),
+    /// 1, 10, 100, 1000 concurrent clients through the lb broker
+    Scale(RunArgs),
+    /// Draw the SVG chart of a JSON report
+    Chart {
+        /// A report written by `--json`
+        json: PathBuf,
+        /// Where to write the SVG
+        svg: PathBuf,
+    },
+    /// A baseline or load generator, started by the bench itself
+    #[command(hide = true, subcommand)]
+    Peer(Peer),
+}
+
+#[derive(Args, Debug, Clone)]
+struct RunArgs {
+    /// Request payload size, in bytes
+    #[arg(long, default_value_t = 5)]
+    size: usize,
+    /// Round trips in the reqrep and pipeline scenarios
+    #[arg(long, default_value_t = 10_000)]
+    round_trips: u64,
+    /// Clients in the broker and balance scenarios
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Workers in the broker, balance and scale scenarios
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// Requests per client in the broker scenario
+    #[arg(long, default_value_t = 5_000)]
+    requests: u64,
+    /// Requests per client in the balance scenario
+    #[arg(long, default_value_t = 200)]
+    balance_requests: u64,
+    /// Service time of every worker in the broker scenario (ms)
+    #[arg(long, default_value_t = 0)]
+    work_ms: u64,
+    /// Service time of the fast workers in the balance scenario (ms)
+    #[arg(long, default_value_t = 1)]
+    fast_ms: u64,
+    /// The slow worker of the balance scenario is this many times slower
+    #[arg(long, default_value_t = 10)]
+    slow_factor: u64,
+    /// Requests in flight for the DEALER of the pipeline scenario
+    #[arg(long, default_value_t = 16)]
+    window: u64,
+    /// Concurrent clients at each step of the scale scenario
+    #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000")]
+    scale_steps: Vec<usize>,
+    /// Requests per step of the scale scenario, spread over its clients
+    #[arg(long, default_value_t = 20_000)]
+    scale_requests: u64,
+    /// Runs of each variant; the table shows the median run
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=20))]
+    repeat: u64,
+    /// Longest one run may take; requests unanswered by then count as lost
+    #[arg(long, default_value_t = 60)]
+    max_seconds: u64,
+    /// Tiny sizes, one run each: checks that everything works, measures nothing
+    #[arg(long)]
+    tiny: bool,
+    /// Print the report as JSON instead of the table
+    #[arg(long)]
+    json: bool,
+}
+
+impl RunArgs {
+    fn options(&self) -> Options {
+        let mut options = Options {
+            size: self.size,
+            round_trips: self.round_trips,
+            clients: self.clients,
+            workers: self.workers,
+            requests: self.requests,
+            balance_requests: self.balance_requests,
+            work_ms: self.work_ms,
+            fast_ms: self.fast_ms,
+            slow_factor: self.slow_factor,
+            window: self.window,
+            scale_steps: self.scale_steps.clone(),
+            scale_requests: self.scale_requests,
+            repeat: self.repeat as usize,
+            max_run: Duration::from_secs(self.max_seconds),
+        };
+        if self.tiny {
+            options.round_trips = 200;
+            options.requests = 50;
+            options.balance_requests = 20;
+            options.scale_requests = 200;
+            options.repeat = 1;
+        }
+        options
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Peer {
+    RepBare {
+        #[arg(long)]
+        bind: String,
+    },
+    ReqBare {
+        #[arg(long)]
+        connect: String,
+        #[arg(long)]
+        count: u64,
+        #[arg(long)]
+        size: usize,
+    },
+    TcpServer {
+        #[arg(long)]
+        bind: String,
+        #[arg(long)]
+        size: usize,
+    },
+    TcpClient {
+        #[arg(long)]
+        connect: String,
+        #[arg(long)]
+        count: u64,
+        #[arg(long)]
+        size: usize,
+    },
+    Proxy {
+        #[arg(long)]
+        frontend: String,
+        #[arg(long)]
+        backend: String,
+    },
+    RouterEcho {
+        #[arg(long)]
+        bind: String,
+    },
+    DealerPipeline {
+        #[arg(long)]
+        connect: String,
+        #[arg(long)]
+        count: u64,
+        #[arg(long)]
+        window: u64,
+        #[arg(long)]
+        size: usize,
+    },
+    Fleet {
+        #[arg(long)]
+        connect: String,
+        #[arg(long)]
+        clients: usize,
+        #[arg(long)]
+        requests: u64,
+        #[arg(long)]
+        size: usize,
+        #[arg(long)]
+        stall_s: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli: Cli = exit::parse_args();
+    exit::report(run(cli.command))
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    type Scenario = fn(&Options) -> anyhow::Result<Vec<bench::Row>>;
+    let (args, chosen): (RunArgs, Vec<Scenario>) = match command {
+        Command::Peer(peer) => return run_peer(peer),
+        Command::Chart { json, svg } => {
+            let text = std::fs::read_to_string(&json)
+                .with_context(|| format!("reading {}", json.display()))?;
+            let report: Report = serde_json::from_str(&text)
+                .with_context(|| format!("parsing {}", json.display()))?;
+            return std::fs::write(&svg, bench::chart::svg(&report))
+                .with_context(|| format!("writing {}", svg.display()));
+        }
+        Command::All(args) => (
+            args,
+            vec![
+                scenarios::reqrep,
+                scenarios::broker,
+                scenarios::pipeline,
+                scenarios::balance,
+                scenarios::scale,
+            ],
+        ),
+        Command::Reqrep(args) => (args, vec![scenarios::reqrep]),
+        Command::Broker(args) => (args, vec![scenarios::broker]),
+        Command::Pipeline(args) => (args, vec![scenarios::pipeline]),
+        Command::Balance(args) => (args, vec![scenarios::balance]),
+        Command::Scale(args) => (args, vec![scenarios::scale]),
+    };
+    build_roles()?;
+    let _ = zmq_reqrep::limits::raise_open_files();
+    if cfg!(debug_assertions) && !args.tiny {
+        eprintln!("bench: this is a debug build; for figures that mean something, use --release");
+    }
+    let options = args.options();
+    let mut rows = Vec::new();
+    for scenario in chosen {
+        rows.extend(scenario(&options)?);
+    }
+    let report = Report {
+        machine: bench::Machine::this(),
+        command: std::env::args().skip(1).collect::<Vec<_>>().join(" "),
+        rows: scenarios::with_ratios(rows),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+/// Makes sure the role binaries next to this one exist and are current:
+/// under `cargo run`, builds them with the same profile; otherwise checks.
+fn build_roles() -> anyhow::Result<()> {
+    if let (Ok(cargo), Ok(manifest)) =
+        (std::env::var("CARGO"), std::env::var("CARGO_MANIFEST_PATH"))
+    {
+        let profile = if cfg!(debug_assertions) {
+            "dev"
+        } else {
+            "release"
+        };
+        eprintln!("bench: cargo build --profile {profile} --bins (the roles it runs)");
+        let status = std::process::Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--bins",
+                "--profile",
+                profile,
+                "--manifest-path",
+                &manifest,
+            ])
+            .status()
+            .context("running cargo build")?;
+        if !status.success() {
+            bail!("cargo build --bins failed");
+        }
+    }
+    for role in [
+        "reqrep_server",
+        "reqrep_client",
+        "broker",
+        "worker",
+        "broker_client",
+    ] {
+        let path = bench::child::sibling(role)?;
+        if !path.exists() {
+            bail!(
+                "{} is missing: build the roles first (cargo build --release --bins)",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn run_peer(peer: Peer) -> anyhow::Result<()> {
+    match peer {
+        Peer::RepBare { bind } => peers::rep_bare(&bind),
+        Peer::ReqBare {
+            connect,
+            count,
+            size,
+        } => peers::req_bare(&connect, count, size),
+        Peer::TcpServer { bind, size } => peers::tcp_server(&bind, size),
+        Peer::TcpClient {
+            connect,
+            count,
+            size,
+        } => peers::tcp_client(&connect, count, size),
+        Peer::Proxy { frontend, backend } => peers::proxy(&frontend, &backend),
+        Peer::RouterEcho { bind } => peers::router_echo(&bind),
+        Peer::DealerPipeline {
+            connect,
+            count,
+            window,
+            size,
+        } => peers::dealer_pipeline(&connect, count, window, size),
+        Peer::Fleet {
+            connect,
+            clients,
+            requests,
+            size,
+            stall_s,
+        } => {
+            let _ = zmq_reqrep::limits::raise_open_files();
+            peers::fleet(
+                &connect,
+                clients,
+                requests,
+                size,
+                Duration::from_secs(stall_s),
+            )
+        }
+    }
+}

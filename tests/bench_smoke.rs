@@ -1,0 +1,83 @@
+//! The benchmark at a tiny size: every scenario runs, its JSON parses, and
+//! no request is lost. No speed is asserted here: figures live in the
+//! benchmark's output, not in tests.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use zmq_reqrep::bench::Report;
+
+const BENCH: &str = env!("CARGO_BIN_EXE_bench");
+
+#[test]
+fn every_scenario_runs_at_a_tiny_size_and_loses_nothing() {
+    let mut bench = Proc::start(BENCH, &["all", "--tiny", "--json"]);
+    bench.expect_exit(0, Duration::from_secs(120));
+    let report: Report = serde_json::from_str(&bench.stdout().join("\n")).expect("the JSON report");
+
+    for scenario in ["reqrep", "broker", "pipeline", "balance", "scale"] {
+        let rows: Vec<_> = report
+            .rows
+            .iter()
+            .filter(|r| r.scenario == scenario)
+            .collect();
+        assert!(rows.len() >= 2, "{scenario}: {rows:#?}");
+        assert_eq!(
+            rows.iter().filter(|r| r.baseline).count(),
+            1,
+            "{scenario}: one baseline"
+        );
+    }
+    for row in &report.rows {
+        let what = format!("{} / {}", row.scenario, row.variant);
+        assert_eq!(row.lost, 0, "{what} lost requests");
+        assert!(row.answered > 0 && row.throughput > 0.0, "{what}: {row:?}");
+        assert!(
+            row.latency.p50_ms > 0.0 && row.latency.p50_ms <= row.latency.p999_ms,
+            "{what}: {row:?}"
+        );
+        assert!(row.ratio.is_some(), "{what}: no ratio");
+    }
+    let scale: Vec<usize> = report
+        .rows
+        .iter()
+        .filter(|r| r.scenario == "scale")
+        .map(|r| r.clients)
+        .collect();
+    assert_eq!(scale, [1, 10, 100, 1000]);
+    let thousand = report
+        .rows
+        .iter()
+        .find(|r| r.scenario == "scale" && r.clients == 1000)
+        .unwrap();
+    assert_eq!(
+        thousand.answered, 1000,
+        "one request from each of 1000 clients"
+    );
+    assert!(
+        thousand.server_rss_mib.is_some(),
+        "the broker's peak RSS is reported"
+    );
+}
+
+#[test]
+fn the_chart_is_drawn_from_a_json_report() {
+    let dir = std::env::temp_dir().join(format!("zmq-reqrep-chart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut bench = Proc::start(BENCH, &["pipeline", "--tiny", "--json"]);
+    bench.expect_exit(0, SOON);
+    let json = dir.join("report.json");
+    std::fs::write(&json, bench.stdout().join("\n")).unwrap();
+    let svg = dir.join("chart.svg");
+    let mut chart = Proc::start(
+        BENCH,
+        &["chart", json.to_str().unwrap(), svg.to_str().unwrap()],
+    );
+    chart.expect_exit(0, SOON);
+    let drawing = std::fs::read_to_string(&svg).unwrap();
+    assert!(drawing.starts_with("<svg"), "{drawing}");
+    assert!(drawing.contains("DEALER, 16 in flight"), "{drawing}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
