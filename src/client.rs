@@ -62,7 +62,9 @@ impl std::fmt::Display for Millis {
 pub fn run(role: &str, args: &ClientArgs, shutdown: &Shutdown) -> anyhow::Result<()> {
     let request = payload::load(&args.message, args.message_file.as_deref())?;
     let interval = Duration::from_millis(args.interval_ms);
-    let name = &args.name.name;
+    // Formatted once, not for every reply line.
+    let who = format!("{role}[{}]", args.name.name);
+    let request_shown = show(&request).to_string();
 
     let ctx = zmq::Context::new();
     let policy = Policy::new(args.timeout_ms, args.retries);
@@ -83,8 +85,7 @@ pub fn run(role: &str, args: &ClientArgs, shutdown: &Shutdown) -> anyhow::Result
                 let rtt = asked.elapsed();
                 round_trips.record(rtt);
                 output::line(format_args!(
-                    "{role}[{name}] #{sent} sent {} got {} in {} ms",
-                    show(&request),
+                    "{who} #{sent} sent {request_shown} got {} in {} ms",
                     show_frames(&reply),
                     Millis(rtt)
                 ));
@@ -97,7 +98,7 @@ pub fn run(role: &str, args: &ClientArgs, shutdown: &Shutdown) -> anyhow::Result
         }
     };
     output::line(format_args!(
-        "{role}[{name}] done: {} replies to {sent} requests, {} resends, in {:.3} s, \
+        "{who} done: {} replies to {sent} requests, {} resends, in {:.3} s, \
          round trip avg {} ms, max {} ms",
         round_trips.count,
         req.resends(),

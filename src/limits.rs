@@ -6,9 +6,17 @@
 //! below what the kernel allows (the hard limit); a broker facing a
 //! thousand clients raises its soft limit to the hard one at start-up.
 
+/// Raises the soft open-files limit to the hard limit, or logs why it could
+/// not (the role still runs, with room for fewer peers).
+pub fn raise_open_files() {
+    if let Err(error) = try_raise_open_files() {
+        tracing::warn!("cannot raise the open-files limit: {error}");
+    }
+}
+
 /// Raises the soft open-files limit to the hard limit; returns the new soft
 /// limit.
-pub fn raise_open_files() -> std::io::Result<libc::rlim_t> {
+fn try_raise_open_files() -> std::io::Result<libc::rlim_t> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

@@ -3,23 +3,77 @@
 //! A client prints one line per reply and a server logs one line per request.
 //! Writing each line straight to the terminal costs a system call per message,
 //! which is measurable next to a loopback round trip of a few tens of
-//! microseconds. So every line goes into a buffer, a background thread flushes
-//! it at least every [`FLUSH_INTERVAL`], and [`flush`] empties it at exit.
-//! Under `docker compose logs` or in a terminal, 100 ms is not noticeable.
+//! microseconds. So a line only goes into memory, a background thread writes
+//! out what has gathered at least every [`FLUSH_INTERVAL`], and [`flush`]
+//! empties it at exit. Under `docker compose logs` or in a terminal, 100 ms is
+//! not noticeable.
+//!
+//! The writing happens outside the lock that printing takes, so a slow
+//! reader (a full pipe) delays the flusher, not the request loop. Only if a
+//! megabyte piles up does the printing thread write it out itself: a reader
+//! that cannot keep up slows the program down instead of filling memory.
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::Duration;
 
-/// The longest a written line waits in the buffer.
+/// The longest a written line waits in memory.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
-const BUFFER_BYTES: usize = 64 * 1024;
+/// Past this much unwritten output, the printing thread writes it itself.
+const HIGH_WATER: usize = 1024 * 1024;
+
+/// One stream: the bytes not written yet, and where they go. Whoever writes
+/// to `sink` holds its lock while taking `pending`, so chunks leave in order.
+struct Buffer {
+    pending: Mutex<Vec<u8>>,
+    sink: Mutex<Box<dyn Write + Send>>,
+}
+
+impl Buffer {
+    fn new(sink: Box<dyn Write + Send>) -> Buffer {
+        Buffer {
+            pending: Mutex::new(Vec::with_capacity(64 * 1024)),
+            sink: Mutex::new(sink),
+        }
+    }
+
+    /// Appends bytes; writes them out at once only past [`HIGH_WATER`].
+    fn append(&self, write: impl FnOnce(&mut Vec<u8>)) {
+        let full = {
+            let mut pending = lock(&self.pending);
+            write(&mut pending);
+            pending.len() >= HIGH_WATER
+        };
+        if full {
+            self.write_out();
+        }
+    }
+
+    /// Writes out whatever is pending. A failed write (a closed pipe) loses
+    /// those lines; the program carries on.
+    fn write_out(&self) {
+        let mut sink = lock(&self.sink);
+        let chunk = std::mem::take(&mut *lock(&self.pending));
+        if !chunk.is_empty() {
+            let _ = sink.write_all(&chunk);
+            let _ = sink.flush();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves bytes, nothing inconsistent:
+    // keep going.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 struct Console {
-    out: Mutex<BufWriter<io::Stdout>>,
-    err: Mutex<BufWriter<io::Stderr>>,
+    out: Buffer,
+    err: Buffer,
 }
 
 fn console() -> &'static Console {
@@ -27,7 +81,7 @@ fn console() -> &'static Console {
     CONSOLE.get_or_init(|| {
         // The flusher never has to stop: at exit `flush` empties whatever it
         // has not written yet. Should the thread fail to start, lines still
-        // come out when the buffer fills and at exit, so carry on without it.
+        // come out at the high-water mark and at exit: carry on without it.
         let _ = thread::Builder::new()
             .name("console-flush".into())
             .spawn(|| {
@@ -37,63 +91,46 @@ fn console() -> &'static Console {
                 }
             });
         Console {
-            out: Mutex::new(BufWriter::with_capacity(BUFFER_BYTES, io::stdout())),
-            err: Mutex::new(BufWriter::with_capacity(BUFFER_BYTES, io::stderr())),
+            out: Buffer::new(Box::new(io::stdout())),
+            err: Buffer::new(Box::new(io::stderr())),
         }
     })
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock cannot leave a BufWriter inconsistent
-    // enough to matter for console output: keep writing.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+/// One of the two buffered streams; `tracing` logs go to [`STDERR`].
+#[derive(Clone, Copy, Debug)]
+pub struct Stream(fn(&Console) -> &Buffer);
 
-/// Writes to the buffered standard output (see the module docs).
-pub struct Stdout;
+/// The buffered standard output (see the module docs).
+pub const STDOUT: Stream = Stream(|console| &console.out);
 
-/// Writes to the buffered standard error; `tracing` logs go here.
-pub struct Stderr;
+/// The buffered standard error.
+pub const STDERR: Stream = Stream(|console| &console.err);
 
-impl Write for Stdout {
+impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        lock(&console().out).write(buf)
+        (self.0)(console()).append(|pending| pending.extend_from_slice(buf));
+        Ok(buf.len())
     }
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        lock(&console().out).write_all(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        lock(&console().out).flush()
-    }
-}
 
-impl Write for Stderr {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        lock(&console().err).write(buf)
-    }
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        lock(&console().err).write_all(buf)
-    }
     fn flush(&mut self) -> io::Result<()> {
-        lock(&console().err).flush()
+        (self.0)(console()).write_out();
+        Ok(())
     }
 }
 
 /// Prints one line to the buffered standard output.
-///
-/// A closed pipe (`reqrep_client | head`) is not worth dying for: the line is
-/// dropped and the client carries on with its requests.
 pub fn line(text: std::fmt::Arguments<'_>) {
-    let mut out = lock(&console().out);
-    let _ = out.write_fmt(text);
-    let _ = out.write_all(b"\n");
+    console().out.append(|pending| {
+        // Formatting into a Vec cannot fail.
+        let _ = pending.write_fmt(text);
+        pending.push(b'\n');
+    });
 }
 
 /// Writes out everything buffered so far. Call it before the process exits.
 pub fn flush() {
     let console = console();
-    let _ = lock(&console.out).flush();
-    let _ = lock(&console.err).flush();
+    console.out.write_out();
+    console.err.write_out();
 }

@@ -62,6 +62,22 @@ fn escape(bytes: &[u8], f: &mut fmt::Formatter<'_>) -> fmt::Result {
     Ok(())
 }
 
+/// Displays bytes that are meant as text (a worker's name) without quotes,
+/// escaped like [`show`]: whatever a peer sends, no control character
+/// reaches the terminal.
+pub struct Text<'a>(&'a [u8]);
+
+/// Shows peer-supplied text safely (see [`Text`]).
+pub fn text(bytes: &[u8]) -> Text<'_> {
+    Text(bytes)
+}
+
+impl fmt::Display for Text<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        escape(&self.0[..self.0.len().min(SHOW_WHOLE)], f)
+    }
+}
+
 /// Displays a whole message: one frame as [`show`] does, several as a list.
 pub struct ShownFrames<'a>(&'a [Vec<u8>]);
 
@@ -119,6 +135,12 @@ mod tests {
                 format!("b\"{}\"", chunk.escape_ascii())
             );
         }
+    }
+
+    #[test]
+    fn shows_peer_text_without_control_characters() {
+        assert_eq!(text(b"w1").to_string(), "w1");
+        assert_eq!(text(b"\x1b[31mred").to_string(), r"\x1b[31mred");
     }
 
     #[test]

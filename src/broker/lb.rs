@@ -24,9 +24,11 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use super::{BURST, Refused, Traffic, peer_of, recv_message, send_message, warn_unknown_client};
-use crate::envelope::{body_start, hex};
-use crate::payload::show;
+use super::{
+    BURST, Refused, Traffic, deliver_reply, next_request, peer_of, recv_message, send_message,
+};
+use crate::envelope::hex;
+use crate::payload::{show, text};
 use crate::protocol::{self, Frames, HEARTBEAT, MISSED_HEARTBEATS};
 use crate::shutdown::{CHECK_INTERVAL_MS, Shutdown};
 
@@ -84,9 +86,9 @@ impl Workers {
             Some(_) => "ready",
             None => "rejoined (it announced itself to an earlier broker)",
         };
-        let name = ready
-            .map(|name| String::from_utf8_lossy(name).into_owned())
-            .unwrap_or_default();
+        // The name comes from the network: escaped, it cannot carry
+        // terminal control sequences into the log.
+        let name = ready.map(|name| text(name).to_string()).unwrap_or_default();
         self.known.insert(
             id.to_vec(),
             Worker {
@@ -221,17 +223,7 @@ fn from_workers(
                 if workers.heard(&id, now) {
                     workers.set_idle(&id);
                 }
-                match send_message(frontend, None, frames) {
-                    Ok(()) => traffic.replies_out += 1,
-                    Err((refused, reply)) => {
-                        traffic.dropped += 1;
-                        if refused == Refused::NoSuchPeer {
-                            warn_unknown_client(&reply);
-                        } else {
-                            warn!("reply dropped: the client's queue is full (it is not reading)");
-                        }
-                    }
-                }
+                deliver_reply(frontend, frames, traffic);
             }
             Frames::Malformed => {
                 traffic.dropped += 1;
@@ -263,19 +255,9 @@ fn to_workers(
         if workers.idle.is_empty() {
             break;
         }
-        let Some(mut request) = recv_message(frontend)? else {
+        let Some(mut request) = next_request(frontend, traffic)? else {
             break;
         };
-        if body_start(&request).is_none() {
-            traffic.dropped += 1;
-            warn!(
-                "request from {} dropped: no empty delimiter frame before the body \
-                 (a DEALER client must send one; a REQ adds it by itself)",
-                peer_of(&mut request)
-            );
-            continue;
-        }
-        traffic.requests_in += 1;
         loop {
             let Some(id) = workers.idle.pop_front() else {
                 traffic.dropped += 1;

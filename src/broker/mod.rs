@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::envelope::hex;
+use crate::envelope::{body_start, hex};
 
 /// Messages handled per socket before the loop looks at the other one, so
 /// that a flood on one side cannot starve the other.
@@ -166,8 +166,43 @@ fn peer_of(frames: &mut [zmq::Message]) -> String {
         .unwrap_or_else(|| "an unknown address".into())
 }
 
-/// Logs a reply that found no client (ROUTER_MANDATORY said so).
-fn warn_unknown_client(frames: &[zmq::Message]) {
-    let client = frames.first().map_or_else(String::new, |frame| hex(frame));
-    warn!("reply for unknown client {client} dropped: that client is gone, or never was");
+/// Receives the next client request that has a usable envelope (see
+/// [`crate::envelope`]), counting it. Requests without one are dropped with
+/// a warning: no REP worker could answer them. `Ok(None)` when no request is
+/// queued.
+fn next_request(
+    frontend: &zmq::Socket,
+    traffic: &mut Traffic,
+) -> zmq::Result<Option<Vec<zmq::Message>>> {
+    while let Some(mut request) = recv_message(frontend)? {
+        if body_start(&request).is_some() {
+            traffic.requests_in += 1;
+            return Ok(Some(request));
+        }
+        traffic.dropped += 1;
+        warn!(
+            "request from {} dropped: no empty delimiter frame before the body \
+             (a DEALER client must send one; a REQ adds it by itself)",
+            peer_of(&mut request)
+        );
+    }
+    Ok(None)
+}
+
+/// Sends a worker's reply, `[client identity, "", body...]`, to that client,
+/// counting it, or says why it could not be delivered.
+fn deliver_reply(frontend: &zmq::Socket, reply: Vec<zmq::Message>, traffic: &mut Traffic) {
+    match send_message(frontend, None, reply) {
+        Ok(()) => traffic.replies_out += 1,
+        Err((Refused::NoSuchPeer, reply)) => {
+            traffic.dropped += 1;
+            // ROUTER_MANDATORY said so.
+            let client = reply.first().map_or_else(String::new, |frame| hex(frame));
+            warn!("reply for unknown client {client} dropped: that client is gone, or never was");
+        }
+        Err((Refused::Busy, _)) => {
+            traffic.dropped += 1;
+            warn!("reply dropped: the client's queue is full (it is not reading)");
+        }
+    }
 }

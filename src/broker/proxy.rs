@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use tracing::warn;
 
-use super::{BURST, Refused, Traffic, peer_of, recv_message, send_message, warn_unknown_client};
+use super::{BURST, Traffic, deliver_reply, next_request, peer_of, recv_message, send_message};
 use crate::envelope::body_start;
 use crate::shutdown::{CHECK_INTERVAL_MS, Shutdown};
 
@@ -78,19 +78,9 @@ fn forward_requests(
     traffic: &mut Traffic,
 ) -> zmq::Result<Option<Vec<zmq::Message>>> {
     for _ in 0..BURST {
-        let Some(mut request) = recv_message(frontend)? else {
+        let Some(request) = next_request(frontend, traffic)? else {
             break;
         };
-        if body_start(&request).is_none() {
-            traffic.dropped += 1;
-            warn!(
-                "request from {} dropped: no empty delimiter frame before the body \
-                 (a DEALER client must send one; a REQ adds it by itself)",
-                peer_of(&mut request)
-            );
-            continue;
-        }
-        traffic.requests_in += 1;
         if let Some(refused) = forward_request(backend, request) {
             return Ok(Some(refused));
         }
@@ -125,17 +115,7 @@ fn forward_replies(
             );
             continue;
         }
-        match send_message(frontend, None, reply) {
-            Ok(()) => traffic.replies_out += 1,
-            Err((refused, reply)) => {
-                traffic.dropped += 1;
-                if refused == Refused::NoSuchPeer {
-                    warn_unknown_client(&reply);
-                } else {
-                    warn!("reply dropped: the client's queue is full (it is not reading)");
-                }
-            }
-        }
+        deliver_reply(frontend, reply, traffic);
     }
     Ok(())
 }

@@ -11,7 +11,7 @@
 //! before reading any reply; the REP still answers them one at a time, in
 //! order.
 
-use super::{End, reply_to, request};
+use super::{End, request};
 
 /// Sends every request first (with the delimiter a REP needs), then reads
 /// every reply.
@@ -26,12 +26,8 @@ pub fn client(dealer: &End, count: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Answers each request as it comes: REP is synchronous, whoever asks.
+/// The REP side is REQ-REP's, line for line: a REP cannot tell a DEALER
+/// that sends the delimiter from a REQ.
 pub fn server(rep: &End, count: usize) -> anyhow::Result<()> {
-    for _ in 0..count {
-        let request = rep.recv()?;
-        let body = request.last().map(Vec::as_slice).unwrap_or_default();
-        rep.send(&[&reply_to(body)])?;
-    }
-    Ok(())
+    super::req_rep::server(rep, count)
 }
