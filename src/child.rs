@@ -1,5 +1,6 @@
-//! The benchmark's child processes: the real role binaries, and the bench
-//! binary itself for the baselines (`bench peer ...`).
+//! Child processes, for the benchmark (the real role binaries, and the
+//! bench binary itself for the baselines, `bench peer ...`) and for the
+//! integration tests, which wrap it in their own harness.
 //!
 //! A [`Child`] collects its stdout and stderr line by line, can wait for a
 //! line (a readiness signal, never a sleep), reports its peak memory and CPU
@@ -71,15 +72,28 @@ pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
 impl Child {
     /// Starts `program` with `args`.
     pub fn spawn(program: &Path, args: &[String]) -> anyhow::Result<Child> {
-        let mut process = Command::new(program)
-            .args(args)
+        let mut command = Command::new(program);
+        command.args(args);
+        Child::start(command)
+    }
+
+    /// Starts a prepared command (its environment set up by the caller),
+    /// with stdin closed and stdout and stderr collected.
+    pub fn start(mut command: Command) -> anyhow::Result<Child> {
+        let program = PathBuf::from(command.get_program());
+        let args: Vec<String> = command
+            .get_args()
+            .map(|arg| arg.to_string_lossy().into_owned())
+            .collect();
+        let mut process = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {}", program.display()))?;
-        let stdout = Lines::collect(process.stdout.take().expect("piped stdout"));
-        let stderr = Lines::collect(process.stderr.take().expect("piped stderr"));
+        let (Some(stdout), Some(stderr)) = (process.stdout.take(), process.stderr.take()) else {
+            bail!("{}: no pipes to read from", program.display());
+        };
         let name = format!(
             "{} {}",
             program
@@ -91,9 +105,14 @@ impl Child {
         Ok(Child {
             name,
             process,
-            stdout,
-            stderr,
+            stdout: Lines::collect(stdout),
+            stderr: Lines::collect(stderr),
         })
+    }
+
+    /// The program and its arguments, for messages.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Starts a role binary (a sibling of this executable) with `args`.
@@ -186,15 +205,28 @@ impl Child {
         }
     }
 
+    /// Sends a signal (`libc::SIGTERM`, ...), if the process still runs.
+    pub fn signal(&mut self, signal: libc::c_int) {
+        if let Ok(None) = self.process.try_wait() {
+            // SAFETY: kill(2) on our own child, not yet reaped, so its pid
+            // cannot belong to anyone else.
+            unsafe {
+                libc::kill(self.process.id() as libc::pid_t, signal);
+            }
+        }
+    }
+
+    /// SIGKILL, and waits for the end.
+    pub fn kill(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.wait(Duration::from_secs(10));
+    }
+
     /// SIGTERM, then SIGKILL if it has not ended within two seconds.
     pub fn stop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.process.id() as i32, libc::SIGTERM);
-        }
+        self.signal(libc::SIGTERM);
         if self.wait(Duration::from_secs(2)).is_err() {
-            let _ = self.process.kill();
-            let _ = self.process.wait();
+            self.kill();
         }
     }
 

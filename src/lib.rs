@@ -25,9 +25,11 @@
 //! | [`pairs`] | the legal socket pairs, traced frame by frame (`socket_pairs`) |
 //! | [`limits`] | raises the open-files limit, for brokers facing many clients |
 //! | [`bench`] | the benchmark behind `bench`: scenarios, baselines, report, chart |
+//! | [`child`] | child processes that report their output lines, memory and CPU (bench and tests) |
 
 pub mod bench;
 pub mod broker;
+pub mod child;
 pub mod cli;
 pub mod client;
 pub mod endpoint;

@@ -5,24 +5,6 @@ mod common;
 
 use common::*;
 
-/// Starts a broker on free ports; returns it with (frontend, backend).
-fn start_broker(mode: &str, extra: &[&str]) -> (Proc, String, String) {
-    let mut args = vec![
-        "--mode",
-        mode,
-        "--frontend",
-        "tcp://127.0.0.1:*",
-        "--backend",
-        "tcp://127.0.0.1:*",
-    ];
-    args.extend_from_slice(extra);
-    let broker = Proc::start(BROKER, &args);
-    let mut endpoints = broker.wait_endpoints("frontend ROUTER on");
-    let backend = endpoints.pop().unwrap();
-    let frontend = endpoints.pop().unwrap();
-    (broker, frontend, backend)
-}
-
 /// Three echoing workers and four clients with 10 requests each, every
 /// client sending its own message: all 40 answered, each by the message its
 /// own client sent, and every worker did some of the work.

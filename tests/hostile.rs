@@ -229,19 +229,7 @@ fn reqrep_server_survives_hostile_peers() {
 }
 
 fn broker_survives_hostile_peers(mode: &str, worker_mode: &str, max_resends: u64) {
-    let broker = Proc::start(
-        BROKER,
-        &[
-            "--mode",
-            mode,
-            "--frontend",
-            "tcp://127.0.0.1:*",
-            "--backend",
-            "tcp://127.0.0.1:*",
-        ],
-    );
-    let endpoints = broker.wait_endpoints("frontend ROUTER on");
-    let (frontend, backend) = (endpoints[0].clone(), endpoints[1].clone());
+    let (broker, frontend, backend) = start_broker(mode, &[]);
     let _worker = Proc::start(WORKER, &["--connect", &backend, "--mode", worker_mode]);
     let ctx = zmq::Context::new();
     let valid = || valid_request(&ctx, &frontend);

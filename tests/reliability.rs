@@ -9,14 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn reply_lines(client: &Proc) -> Vec<String> {
-    client
-        .stdout()
-        .into_iter()
-        .filter(|line| line.contains(" got "))
-        .collect()
-}
-
 /// Starts a slow server on `endpoint` and a client of 20 requests, and
 /// SIGKILLs the server while it holds the client's 6th request, so that
 /// request is lost for sure. Returns the client, still running.
@@ -157,7 +149,8 @@ fn client_gives_up_after_its_retries_with_a_clear_error() {
     );
 }
 
-fn start_broker(mode: &str, frontend: &str, backend: &str, heartbeat_ms: &str) -> Proc {
+/// Starts a broker on ports chosen in advance (so that it can be restarted on them).
+fn start_broker_on(mode: &str, frontend: &str, backend: &str, heartbeat_ms: &str) -> Proc {
     let broker = Proc::start(
         BROKER,
         &[
@@ -194,22 +187,9 @@ fn start_lb_worker(backend: &str, name: &str, heartbeat_ms: &str, extra: &[&str]
 fn lb_broker_forgets_a_killed_worker_and_every_request_is_answered() {
     const HEARTBEAT_MS: u64 = 250;
     let hb = HEARTBEAT_MS.to_string();
-    let broker = Proc::start(
-        BROKER,
-        &[
-            "--mode",
-            "lb",
-            "--frontend",
-            "tcp://127.0.0.1:*",
-            "--backend",
-            "tcp://127.0.0.1:*",
-            "--heartbeat-ms",
-            &hb,
-        ],
-    );
-    let endpoints = broker.wait_endpoints("frontend ROUTER on");
-    let workers: Vec<Proc> = (1..=3)
-        .map(|i| start_lb_worker(&endpoints[1], &format!("w{i}"), &hb, &["--work-ms", "5"]))
+    let (broker, frontend, backend) = start_broker("lb", &["--heartbeat-ms", &hb]);
+    let mut workers: Vec<Proc> = (1..=3)
+        .map(|i| start_lb_worker(&backend, &format!("w{i}"), &hb, &["--work-ms", "5"]))
         .collect();
     broker.wait_log_count(" ready", 3, SOON);
     let mut clients: Vec<Proc> = (1..=4)
@@ -218,7 +198,7 @@ fn lb_broker_forgets_a_killed_worker_and_every_request_is_answered() {
                 BROKER_CLIENT,
                 &[
                     "--connect",
-                    &endpoints[0],
+                    &frontend,
                     "--count",
                     "50",
                     "--interval-ms",
@@ -252,29 +232,16 @@ fn lb_broker_forgets_a_killed_worker_and_every_request_is_answered() {
 
 #[test]
 fn lb_broker_forgets_a_hung_worker_after_three_silent_heartbeats() {
-    let broker = Proc::start(
-        BROKER,
-        &[
-            "--mode",
-            "lb",
-            "--frontend",
-            "tcp://127.0.0.1:*",
-            "--backend",
-            "tcp://127.0.0.1:*",
-            "--heartbeat-ms",
-            "200",
-        ],
-    );
-    let endpoints = broker.wait_endpoints("frontend ROUTER on");
-    let hung = start_lb_worker(&endpoints[1], "hung", "200", &["--hang-after", "1"]);
-    let _healthy = start_lb_worker(&endpoints[1], "healthy", "200", &[]);
+    let (broker, frontend, backend) = start_broker("lb", &["--heartbeat-ms", "200"]);
+    let hung = start_lb_worker(&backend, "hung", "200", &["--hang-after", "1"]);
+    let _healthy = start_lb_worker(&backend, "healthy", "200", &[]);
     broker.wait_log_count(" ready", 2, SOON);
 
     let mut client = Proc::start(
         BROKER_CLIENT,
         &[
             "--connect",
-            &endpoints[0],
+            &frontend,
             "--count",
             "6",
             "--interval-ms",
@@ -301,18 +268,7 @@ fn split_over_workers(
     ready: &str,
     requests_per_client: &str,
 ) -> Vec<u64> {
-    let broker = Proc::start(
-        BROKER,
-        &[
-            "--mode",
-            mode,
-            "--frontend",
-            "tcp://127.0.0.1:*",
-            "--backend",
-            "tcp://127.0.0.1:*",
-        ],
-    );
-    let endpoints = broker.wait_endpoints("frontend ROUTER on");
+    let (broker, frontend, backend) = start_broker(mode, &[]);
     let mut workers: Vec<Proc> = [("slow", "200"), ("fast1", "5"), ("fast2", "5")]
         .iter()
         .map(|(name, work)| {
@@ -320,7 +276,7 @@ fn split_over_workers(
                 WORKER,
                 &[
                     "--connect",
-                    &endpoints[1],
+                    &backend,
                     "--mode",
                     worker_mode,
                     "--name",
@@ -339,7 +295,7 @@ fn split_over_workers(
                 BROKER_CLIENT,
                 &[
                     "--connect",
-                    &endpoints[0],
+                    &frontend,
                     "--count",
                     requests_per_client,
                     "--interval-ms",
@@ -391,7 +347,7 @@ fn lb_gives_a_slow_worker_far_less_work_than_round_robin_does() {
 fn lb_workers_serve_again_within_five_seconds_of_a_broker_restart() {
     let frontend = format!("tcp://127.0.0.1:{}", free_port());
     let backend = format!("tcp://127.0.0.1:{}", free_port());
-    let mut broker = start_broker("lb", &frontend, &backend, "1000");
+    let mut broker = start_broker_on("lb", &frontend, &backend, "1000");
     let _workers: Vec<Proc> = (1..=2)
         .map(|i| start_lb_worker(&backend, &format!("w{i}"), "1000", &[]))
         .collect();
@@ -406,7 +362,7 @@ fn lb_workers_serve_again_within_five_seconds_of_a_broker_restart() {
     assert!(broker.wait_exit(SOON).is_some());
     let replies_before = reply_lines(&client).len();
     thread::sleep(Duration::from_secs(1));
-    let broker = start_broker("lb", &frontend, &backend, "1000");
+    let broker = start_broker_on("lb", &frontend, &backend, "1000");
     let back = Instant::now();
     client.wait_out_count(" got ", replies_before + 3, Duration::from_secs(5));
     let took = back.elapsed();
@@ -422,7 +378,7 @@ fn lb_worker_started_before_its_broker_joins_when_it_comes() {
     worker.wait_log("lb worker connecting", SOON);
     // Long enough for the worker to find the broker silent and reconnect.
     thread::sleep(Duration::from_millis(1500));
-    let broker = start_broker("lb", &frontend, &backend, "200");
+    let broker = start_broker_on("lb", &frontend, &backend, "200");
     broker.wait_log("worker early (", SOON);
     let mut client = Proc::start(
         BROKER_CLIENT,

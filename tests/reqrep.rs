@@ -16,14 +16,6 @@ fn start_server(extra: &[&str]) -> (Proc, String) {
     (server, endpoint)
 }
 
-fn reply_lines(client: &Proc) -> Vec<String> {
-    client
-        .stdout()
-        .into_iter()
-        .filter(|line| line.contains(" got "))
-        .collect()
-}
-
 #[test]
 fn client_and_server_exchange_twenty_messages() {
     let (_server, endpoint) = start_server(&["--name", "s1"]);

@@ -1,7 +1,8 @@
 //! The benchmark behind `bench`: how fast each pattern is, side by side with
 //! the baseline it is compared against, measured in one run.
 //!
-//! Every variant runs as separate processes talking over TCP on 127.0.0.1:
+//! Every variant runs as separate processes ([`crate::child`]) talking over
+//! TCP on 127.0.0.1:
 //! the real role binaries for the suite's own code paths, and the bench
 //! binary itself (`bench peer ...`, see [`peers`]) for the baselines and the
 //! load generators. Each variant runs `--repeat` times; a row reports the
@@ -11,12 +12,10 @@
 //! |---|---|
 //! | [`scenarios`] | reqrep, broker, pipeline, balance, scale |
 //! | [`peers`] | the baselines (bare REQ/REP, raw TCP, `zmq::proxy`, ...) and load generators |
-//! | [`child`] | child processes: readiness lines, peak RSS and CPU time from `/proc` |
 //! | [`stats`] | percentiles, medians |
 //! | [`chart`] | the SVG chart drawn from a JSON report |
 
 pub mod chart;
-pub mod child;
 pub mod peers;
 pub mod scenarios;
 pub mod stats;

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 
-use super::child::{Child, Stream};
 use super::peers::Outcome;
 use super::stats::{median_index, percentiles};
 use super::{Options, Row};
+use crate::child::{Child, Stream};
 
 /// What one run of a variant measured.
 struct Run {
@@ -316,33 +316,10 @@ pub fn reqrep(options: &Options) -> anyhow::Result<Vec<Row>> {
         server.stop();
         Ok(run)
     });
-    let suite: Once<'_> = Box::new(|| {
-        let mut server = role("reqrep_server", &["--bind", "tcp://127.0.0.1:*"])?;
-        let endpoint = endpoints(&server, "REP listening on")?.remove(0);
-        let mut args = vec![
-            "--connect",
-            endpoint.as_str(),
-            "--count",
-            &count,
-            "--interval-ms",
-            "0",
-        ];
-        args.extend(message.iter().map(String::as_str));
-        let mut client = role("reqrep_client", &args)?;
-        client.wait(options.max_run)?;
-        let report = client_report(&client)?;
-        let run = Run {
-            answered: report.answered,
-            sent: report.sent,
-            elapsed: report.elapsed,
-            window: None,
-            rtts: report.rtts,
-            server_rss_kib: server.peak_rss_kib(),
-            server_cpu: server.cpu_time(),
-        };
-        server.stop();
-        Ok(run)
-    });
+    let suite: Once<'_> =
+        Box::new(|| suite_round_trips(options, &count, &message, Logging::PerRequest));
+    let quiet: Once<'_> =
+        Box::new(|| suite_round_trips(options, &count, &message, Logging::WarningsOnly));
     let tcp: Once<'_> = Box::new(|| {
         let mut server = peer(&["tcp-server", "--bind", "127.0.0.1:0", "--size", &size])?;
         let endpoint = endpoints(&server, "listening on")?.remove(0);
@@ -363,10 +340,104 @@ pub fn reqrep(options: &Options) -> anyhow::Result<Vec<Row>> {
         vec![
             (variant("bare libzmq REQ/REP (ceiling)", true), bare),
             (variant("reqrep_server + reqrep_client", false), suite),
+            (variant("the same, server with RUST_LOG=warn", false), quiet),
             (variant("raw TCP ping-pong, TCP_NODELAY", false), tcp),
         ],
         options,
     )
+}
+
+/// Whether `reqrep_server` logs each request (the default) or only warnings.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Logging {
+    PerRequest,
+    WarningsOnly,
+}
+
+/// `reqrep_client` against `reqrep_server`, both the real binaries.
+fn suite_round_trips(
+    options: &Options,
+    count: &str,
+    message: &[String],
+    logging: Logging,
+) -> anyhow::Result<Run> {
+    let mut server = if logging == Logging::PerRequest {
+        role("reqrep_server", &["--bind", "tcp://127.0.0.1:*"])?
+    } else {
+        let mut command = std::process::Command::new(crate::child::sibling("reqrep_server")?);
+        command
+            .args(["--bind", "tcp://127.0.0.1:*"])
+            .env("RUST_LOG", "warn,reqrep_server=warn");
+        Child::start(command)?
+    };
+    let endpoint = match logging {
+        Logging::PerRequest => endpoints(&server, "REP listening on")?.remove(0),
+        // Silent at info level: the listening port comes from /proc instead.
+        Logging::WarningsOnly => listening_port_of(&server)?,
+    };
+    let mut args = vec![
+        "--connect",
+        endpoint.as_str(),
+        "--count",
+        count,
+        "--interval-ms",
+        "0",
+    ];
+    args.extend(message.iter().map(String::as_str));
+    let mut client = role("reqrep_client", &args)?;
+    client.wait(options.max_run)?;
+    let report = client_report(&client)?;
+    let run = Run {
+        answered: report.answered,
+        sent: report.sent,
+        elapsed: report.elapsed,
+        window: None,
+        rtts: report.rtts,
+        server_rss_kib: server.peak_rss_kib(),
+        server_cpu: server.cpu_time(),
+    };
+    server.stop();
+    Ok(run)
+}
+
+/// The TCP port `child` listens on, from /proc/net/tcp (state 0A, LISTEN)
+/// and the socket inodes among its open descriptors.
+fn listening_port_of(child: &Child) -> anyhow::Result<String> {
+    let deadline = Instant::now() + READY_WITHIN;
+    loop {
+        let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", child.pid()))?
+            .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+            .filter_map(|link| {
+                let link = link.to_string_lossy().into_owned();
+                Some(
+                    link.strip_prefix("socket:[")?
+                        .strip_suffix(']')?
+                        .to_string(),
+                )
+            })
+            .collect();
+        let table = std::fs::read_to_string("/proc/net/tcp")?;
+        let port = table.lines().skip(1).find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let listening = fields.get(3) == Some(&"0A")
+                && fields
+                    .get(9)
+                    .is_some_and(|inode| inodes.iter().any(|i| i == inode));
+            listening.then(|| {
+                fields[1]
+                    .rsplit(':')
+                    .next()
+                    .and_then(|hex| u16::from_str_radix(hex, 16).ok())
+            })?
+        });
+        if let Some(port) = port {
+            return Ok(format!("tcp://127.0.0.1:{port}"));
+        }
+        if Instant::now() >= deadline {
+            bail!("{} is not listening", child.name());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 // --- broker, balance, scale ------------------------------------------------

@@ -245,7 +245,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Scale(args) => (args, vec![scenarios::scale]),
     };
     build_roles()?;
-    let _ = zmq_reqrep::limits::raise_open_files();
+    zmq_reqrep::limits::raise_open_files();
     if cfg!(debug_assertions) && !args.tiny {
         eprintln!("bench: this is a debug build; for figures that mean something, use --release");
     }
@@ -302,7 +302,7 @@ fn build_roles() -> anyhow::Result<()> {
         "worker",
         "broker_client",
     ] {
-        let path = bench::child::sibling(role)?;
+        let path = zmq_reqrep::child::sibling(role)?;
         if !path.exists() {
             bail!(
                 "{} is missing: build the roles first (cargo build --release --bins)",
@@ -342,7 +342,7 @@ fn run_peer(peer: Peer) -> anyhow::Result<()> {
             size,
             stall_s,
         } => {
-            let _ = zmq_reqrep::limits::raise_open_files();
+            zmq_reqrep::limits::raise_open_files();
             peers::fleet(
                 &connect,
                 clients,

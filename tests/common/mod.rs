@@ -1,8 +1,8 @@
 //! Test harness: real binaries as child processes, on 127.0.0.1.
 //!
-//! - [`Proc`] starts a role, collects its stdout and stderr line by line, and
-//!   kills it when dropped, so a failing assertion never leaves a process
-//!   behind.
+//! - [`Proc`] starts a role (through the library's [`Child`]), collects its
+//!   stdout and stderr line by line, and kills it when dropped, so a failing
+//!   assertion never leaves a process behind.
 //! - Waiting is always for a line the process prints (a readiness signal),
 //!   bounded by a deadline; a timeout fails the test with everything the
 //!   process printed so far.
@@ -12,13 +12,12 @@
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use zmq_reqrep::child::{Child, Stream};
 
 pub const SERVER: &str = env!("CARGO_BIN_EXE_reqrep_server");
 pub const CLIENT: &str = env!("CARGO_BIN_EXE_reqrep_client");
@@ -29,62 +28,11 @@ pub const BROKER_CLIENT: &str = env!("CARGO_BIN_EXE_broker_client");
 /// Generous bound for anything that should take milliseconds.
 pub const SOON: Duration = Duration::from_secs(10);
 
-/// Lines of one output stream, appended by a reader thread.
-#[derive(Default)]
-struct Lines {
-    lines: Mutex<(Vec<String>, bool)>, // (lines, stream closed)
-    grew: Condvar,
-}
-
-impl Lines {
-    fn collect(stream: impl Read + Send + 'static) -> Arc<Lines> {
-        let lines = Arc::new(Lines::default());
-        let sink = Arc::clone(&lines);
-        thread::spawn(move || {
-            for line in BufReader::new(stream).lines() {
-                let Ok(line) = line else { break };
-                sink.lines.lock().unwrap().0.push(line);
-                sink.grew.notify_all();
-            }
-            sink.lines.lock().unwrap().1 = true;
-            sink.grew.notify_all();
-        });
-        lines
-    }
-
-    fn snapshot(&self) -> Vec<String> {
-        self.lines.lock().unwrap().0.clone()
-    }
-
-    /// Waits until `count` lines match, or the deadline passes.
-    fn wait_count(
-        &self,
-        pred: &dyn Fn(&str) -> bool,
-        count: usize,
-        deadline: Instant,
-    ) -> Result<Vec<String>, Vec<String>> {
-        let mut guard = self.lines.lock().unwrap();
-        loop {
-            let matching: Vec<String> = guard.0.iter().filter(|l| pred(l)).cloned().collect();
-            if matching.len() >= count {
-                return Ok(matching);
-            }
-            let now = Instant::now();
-            if now >= deadline || guard.1 {
-                return Err(guard.0.clone());
-            }
-            guard = self.grew.wait_timeout(guard, deadline - now).unwrap().0;
-        }
-    }
-}
-
-/// A running role; killed (SIGKILL) and reaped when dropped.
+/// A running role; killed (SIGKILL) and reaped when dropped, with all it
+/// printed shown if the test is failing.
 pub struct Proc {
     pub label: String,
     child: Child,
-    stdout: Arc<Lines>,
-    stderr: Arc<Lines>,
-    status: Option<ExitStatus>,
 }
 
 impl Proc {
@@ -101,39 +49,24 @@ impl Proc {
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {exe}: {e}"));
-        let stdout = Lines::collect(child.stdout.take().unwrap());
-        let stderr = Lines::collect(child.stderr.take().unwrap());
-        let label = format!(
-            "{} {}",
-            PathBuf::from(exe).file_name().unwrap().to_string_lossy(),
-            args.join(" ")
-        );
+            .envs(env.iter().copied());
+        let child = Child::start(command).unwrap_or_else(|e| panic!("{e:#}"));
         Proc {
-            label,
+            label: child.name().to_string(),
             child,
-            stdout,
-            stderr,
-            status: None,
         }
     }
 
-    pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
     }
 
     pub fn stdout(&self) -> Vec<String> {
-        self.stdout.snapshot()
+        self.child.lines(Stream::Out)
     }
 
     pub fn stderr(&self) -> Vec<String> {
-        self.stderr.snapshot()
+        self.child.lines(Stream::Err)
     }
 
     fn describe(&self) -> String {
@@ -145,6 +78,18 @@ impl Proc {
         )
     }
 
+    fn wait_for(
+        &self,
+        stream: Stream,
+        needle: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Vec<String> {
+        self.child
+            .wait_for(stream, needle, count, timeout)
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", self.describe()))
+    }
+
     /// Waits for a stderr (log) line containing `needle`; returns it.
     pub fn wait_log(&self, needle: &str, timeout: Duration) -> String {
         self.wait_log_count(needle, 1, timeout).remove(0)
@@ -152,28 +97,12 @@ impl Proc {
 
     /// Waits for `count` stderr lines containing `needle`.
     pub fn wait_log_count(&self, needle: &str, count: usize, timeout: Duration) -> Vec<String> {
-        let deadline = Instant::now() + timeout;
-        self.stderr
-            .wait_count(&|line| line.contains(needle), count, deadline)
-            .unwrap_or_else(|_| {
-                panic!(
-                    "no {count} log lines with {needle:?} within {timeout:?}\n{}",
-                    self.describe()
-                )
-            })
+        self.wait_for(Stream::Err, needle, count, timeout)
     }
 
     /// Waits for `count` stdout lines containing `needle`.
     pub fn wait_out_count(&self, needle: &str, count: usize, timeout: Duration) -> Vec<String> {
-        let deadline = Instant::now() + timeout;
-        self.stdout
-            .wait_count(&|line| line.contains(needle), count, deadline)
-            .unwrap_or_else(|_| {
-                panic!(
-                    "no {count} stdout lines with {needle:?} within {timeout:?}\n{}",
-                    self.describe()
-                )
-            })
+        self.wait_for(Stream::Out, needle, count, timeout)
     }
 
     /// Waits for a log line containing `needle` and returns the tcp
@@ -191,24 +120,7 @@ impl Proc {
     /// Waits for the process to exit, at most `timeout`; `None` if it is
     /// still running then.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.status {
-                return Some(status);
-            }
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                self.status = Some(status);
-                // Let the reader threads drain what is left in the pipes.
-                let end = Instant::now() + Duration::from_secs(2);
-                let _ = self.stdout.wait_count(&|_| false, 1, end);
-                let _ = self.stderr.wait_count(&|_| false, 1, end);
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
+        self.child.wait(timeout).ok()
     }
 
     /// Waits for the exit and asserts its code.
@@ -224,28 +136,21 @@ impl Proc {
         }
     }
 
-    pub fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.pid(), signal);
-        }
+    pub fn signal(&mut self, signal: i32) {
+        self.child.signal(signal);
     }
 
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.wait_exit(SOON);
+        self.child.kill();
     }
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        if self.status.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
         if thread::panicking() {
             eprintln!("{}", self.describe());
         }
+        // Dropping `child` kills the process if it still runs.
     }
 }
 
@@ -278,6 +183,33 @@ pub fn test_req(ctx: &zmq::Context, endpoint: &str) -> zmq::Socket {
     socket.set_sndtimeo(10_000).unwrap();
     socket.connect(endpoint).unwrap();
     socket
+}
+
+/// The reply lines a client printed.
+pub fn reply_lines(client: &Proc) -> Vec<String> {
+    client
+        .stdout()
+        .into_iter()
+        .filter(|line| line.contains(" got "))
+        .collect()
+}
+
+/// Starts a broker in `mode` on free ports: (broker, frontend, backend).
+pub fn start_broker(mode: &str, extra: &[&str]) -> (Proc, String, String) {
+    let mut args = vec![
+        "--mode",
+        mode,
+        "--frontend",
+        "tcp://127.0.0.1:*",
+        "--backend",
+        "tcp://127.0.0.1:*",
+    ];
+    args.extend_from_slice(extra);
+    let broker = Proc::start(BROKER, &args);
+    let mut endpoints = broker.wait_endpoints("frontend ROUTER on");
+    let backend = endpoints.pop().unwrap();
+    let frontend = endpoints.pop().unwrap();
+    (broker, frontend, backend)
 }
 
 /// The number in "served N requests" (the summary a server logs at exit).
