@@ -6,7 +6,7 @@
 //! line (a readiness signal, never a sleep), reports its peak memory and CPU
 //! time from `/proc`, and is killed when dropped.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
@@ -24,30 +24,61 @@ pub enum Stream {
     Err,
 }
 
+/// The output of one stream so far. The reader thread only appends raw
+/// chunks: splitting into lines happens when someone looks, so that reading
+/// a chatty child costs the benchmark next to nothing while it measures.
 #[derive(Default)]
 struct Lines {
-    state: Mutex<(Vec<String>, bool)>, // (lines so far, stream closed)
+    state: Mutex<Output>,
     grew: Condvar,
 }
 
+#[derive(Default)]
+struct Output {
+    bytes: Vec<u8>,
+    closed: bool,
+}
+
+impl Output {
+    /// Complete lines (and the last one, once the stream has ended).
+    fn lines(&self) -> Vec<String> {
+        let complete = match self.bytes.iter().rposition(|&b| b == b'\n') {
+            _ if self.closed => &self.bytes[..],
+            Some(end) => &self.bytes[..end],
+            None => &[],
+        };
+        String::from_utf8_lossy(complete)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
 impl Lines {
-    fn collect(stream: impl Read + Send + 'static) -> Arc<Lines> {
+    fn collect(mut stream: impl Read + Send + 'static) -> Arc<Lines> {
         let lines = Arc::new(Lines::default());
         let sink = Arc::clone(&lines);
         thread::spawn(move || {
-            for line in BufReader::new(stream).lines() {
-                let Ok(line) = line else { break };
-                sink.state
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0
-                    .push(line);
-                sink.grew.notify_all();
+            let mut chunk = vec![0u8; 64 * 1024];
+            loop {
+                match stream.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        sink.lock().bytes.extend_from_slice(&chunk[..n]);
+                        sink.grew.notify_all();
+                    }
+                    Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
             }
-            sink.state.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
+            sink.lock().closed = true;
             sink.grew.notify_all();
         });
         lines
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Output> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -134,12 +165,7 @@ impl Child {
 
     /// Every line of `stream` so far.
     pub fn lines(&self, stream: Stream) -> Vec<String> {
-        self.stream(stream)
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .0
-            .clone()
+        self.stream(stream).lock().lines()
     }
 
     /// Waits until `count` lines of `stream` contain `needle`.
@@ -152,19 +178,19 @@ impl Child {
     ) -> anyhow::Result<Vec<String>> {
         let lines = self.stream(stream);
         let deadline = Instant::now() + timeout;
-        let mut state = lines.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = lines.lock();
         loop {
             let found: Vec<String> = state
-                .0
-                .iter()
+                .lines()
+                .into_iter()
                 .filter(|l| l.contains(needle))
-                .cloned()
                 .collect();
             if found.len() >= count {
                 return Ok(found);
             }
             let now = Instant::now();
-            if now >= deadline || state.1 {
+            if now >= deadline || state.closed {
+                drop(state);
                 let tail: Vec<String> = self.lines(Stream::Err).into_iter().rev().take(5).collect();
                 bail!(
                     "{}: no {count} lines with {needle:?} within {timeout:?}; last log lines: {tail:?}",
@@ -186,9 +212,9 @@ impl Child {
             if let Some(status) = self.process.try_wait()? {
                 // Let the readers take in what is left in the pipes.
                 for lines in [&self.stdout, &self.stderr] {
-                    let mut state = lines.state.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut state = lines.lock();
                     let until = Instant::now() + Duration::from_secs(2);
-                    while !state.1 && Instant::now() < until {
+                    while !state.closed && Instant::now() < until {
                         state = lines
                             .grew
                             .wait_timeout(state, Duration::from_millis(50))

@@ -74,7 +74,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 5)]
     size: usize,
     /// Round trips in the reqrep and pipeline scenarios
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 20_000)]
     round_trips: u64,
     /// Clients in the broker and balance scenarios
     #[arg(long, default_value_t = 4)]
