@@ -251,21 +251,10 @@ fn every_role_stops_on_sigterm_within_a_second_with_its_summary() {
     );
 
     for mode in ["proxy", "lb"] {
-        let broker = Proc::start(
-            BROKER,
-            &[
-                "--mode",
-                mode,
-                "--frontend",
-                "tcp://127.0.0.1:*",
-                "--backend",
-                "tcp://127.0.0.1:*",
-            ],
-        );
-        let endpoints = broker.wait_endpoints("frontend ROUTER on");
+        let (broker, frontend, backend) = start_broker(mode, &[]);
         let worker_mode = if mode == "proxy" { "plain" } else { "lb" };
-        let worker = Proc::start(WORKER, &["--connect", &endpoints[1], "--mode", worker_mode]);
-        let client = Proc::start(BROKER_CLIENT, &["--connect", &endpoints[0]]);
+        let worker = Proc::start(WORKER, &["--connect", &backend, "--mode", worker_mode]);
+        let client = Proc::start(BROKER_CLIENT, &["--connect", &frontend]);
         client.wait_out_count(" got ", 1, SOON);
         stops_on_sigterm(client, "REQ connecting", "done: ");
         stops_on_sigterm(worker, "worker connecting", "served ");

@@ -85,6 +85,10 @@ pub fn svg(report: &Report) -> String {
             } else {
                 String::new()
             };
+            let memory = match (scenario, row.server_rss_mib) {
+                ("scale", Some(mib)) => format!(", broker {mib:.0} MiB"),
+                _ => String::new(),
+            };
             let _ = writeln!(
                 out,
                 r#"<text x="20" y="{}">{}</text>"#,
@@ -98,7 +102,7 @@ pub fn svg(report: &Report) -> String {
             );
             let _ = writeln!(
                 out,
-                r##"<text x="{:.1}" y="{}" fill="#222">{:.0}/s, {ratio}, p99 {:.2} ms{lost}</text>"##,
+                r##"<text x="{:.1}" y="{}" fill="#222">{:.0}/s, {ratio}, p99 {:.2} ms{memory}{lost}</text>"##,
                 LABEL_WIDTH + length + 6.0,
                 y + 15.0,
                 row.throughput,

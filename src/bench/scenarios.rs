@@ -214,6 +214,19 @@ fn wait_established(port: u16, count: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A baseline server peer and a load-generating client peer (given
+/// `--connect` to the server): one run.
+fn peer_pair(server_args: &[&str], client_args: &[&str], options: &Options) -> anyhow::Result<Run> {
+    let mut server = peer(server_args)?;
+    let endpoint = endpoints(&server, "listening on")?.remove(0);
+    let mut args = client_args.to_vec();
+    args.extend(["--connect", endpoint.as_str()]);
+    let mut client = peer(&args)?;
+    let run = Run::from_outcome(outcome(&mut client, options)?, &server);
+    server.stop();
+    Ok(run)
+}
+
 /// Waits for a load-generating peer and reads its JSON outcome.
 fn outcome(child: &mut Child, options: &Options) -> anyhow::Result<Outcome> {
     child.wait(options.max_run)?;
@@ -301,40 +314,22 @@ pub fn reqrep(options: &Options) -> anyhow::Result<Vec<Row>> {
     };
 
     let bare: Once<'_> = Box::new(|| {
-        let mut server = peer(&["rep-bare", "--bind", "tcp://127.0.0.1:*"])?;
-        let endpoint = endpoints(&server, "listening on")?.remove(0);
-        let mut client = peer(&[
-            "req-bare",
-            "--connect",
-            &endpoint,
-            "--count",
-            &count,
-            "--size",
-            &size,
-        ])?;
-        let run = Run::from_outcome(outcome(&mut client, options)?, &server);
-        server.stop();
-        Ok(run)
+        peer_pair(
+            &["rep-bare", "--bind", "tcp://127.0.0.1:*"],
+            &["req-bare", "--count", &count, "--size", &size],
+            options,
+        )
     });
     let suite: Once<'_> =
         Box::new(|| suite_round_trips(options, &count, &message, Logging::PerRequest));
     let quiet: Once<'_> =
         Box::new(|| suite_round_trips(options, &count, &message, Logging::WarningsOnly));
     let tcp: Once<'_> = Box::new(|| {
-        let mut server = peer(&["tcp-server", "--bind", "127.0.0.1:0", "--size", &size])?;
-        let endpoint = endpoints(&server, "listening on")?.remove(0);
-        let mut client = peer(&[
-            "tcp-client",
-            "--connect",
-            &endpoint,
-            "--count",
-            &count,
-            "--size",
-            &size,
-        ])?;
-        let run = Run::from_outcome(outcome(&mut client, options)?, &server);
-        server.stop();
-        Ok(run)
+        peer_pair(
+            &["tcp-server", "--bind", "127.0.0.1:0", "--size", &size],
+            &["tcp-client", "--count", &count, "--size", &size],
+            options,
+        )
     });
     measure(
         vec![
@@ -626,7 +621,10 @@ pub fn scale(options: &Options) -> anyhow::Result<Vec<Row>> {
         .map(|(i, &clients)| {
             let variant = Variant {
                 scenario: "scale",
-                name: format!("broker --mode lb, {clients} clients"),
+                name: format!(
+                    "broker --mode lb, {clients} client{}",
+                    if clients == 1 { "" } else { "s" }
+                ),
                 baseline: i == 0,
                 clients,
                 workers: options.workers,
@@ -684,14 +682,11 @@ pub fn pipeline(options: &Options) -> anyhow::Result<Vec<Row>> {
                 workers: 0,
             };
             let once: Once<'_> = Box::new(move || {
-                let mut server = peer(&["router-echo", "--bind", "tcp://127.0.0.1:*"])?;
-                let endpoint = endpoints(&server, "listening on")?.remove(0);
-                let mut all = args.clone();
-                all.extend(["--connect", endpoint.as_str()]);
-                let mut client = peer(&all)?;
-                let run = Run::from_outcome(outcome(&mut client, options)?, &server);
-                server.stop();
-                Ok(run)
+                peer_pair(
+                    &["router-echo", "--bind", "tcp://127.0.0.1:*"],
+                    &args,
+                    options,
+                )
             });
             (variant, once)
         })
