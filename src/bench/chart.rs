@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use super::Report;
 
-const WIDTH: f64 = 960.0;
+const WIDTH: f64 = 1100.0;
 const LABEL_WIDTH: f64 = 330.0;
 const BAR_AREA: f64 = 330.0;
 const ROW: f64 = 24.0;
@@ -86,7 +86,7 @@ pub fn svg(report: &Report) -> String {
                 String::new()
             };
             let memory = match (scenario, row.server_rss_mib) {
-                ("scale", Some(mib)) => format!(", broker {mib:.0} MiB"),
+                ("scale", Some(mib)) => format!(", broker {mib:.1} MiB"),
                 _ => String::new(),
             };
             let _ = writeln!(
