@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 
 use tracing::info;
 
-use crate::cli::ClientArgs;
 use crate::lazy_pirate::{Outcome, Policy, ReliableReq};
-use crate::output;
 use crate::payload::{self, show, show_frames};
-use crate::shutdown::Shutdown;
+use crate::plumbing::cli::ClientArgs;
+use crate::plumbing::output;
+use crate::plumbing::shutdown::Shutdown;
 
 /// Round-trip figures for the summary line.
 #[derive(Debug, Default)]

@@ -8,8 +8,8 @@
 use clap::Args;
 use tracing::warn;
 
-use crate::exit::SimulatedCrash;
-use crate::shutdown::Shutdown;
+use crate::plumbing::exit::SimulatedCrash;
+use crate::plumbing::shutdown::Shutdown;
 
 /// The fault options of `reqrep_server` and `worker`.
 #[derive(Args, Debug, Clone, Default)]

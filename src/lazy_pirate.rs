@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use tracing::{error, warn};
 
 use crate::LINGER_MS;
-use crate::exit::UsageError;
-use crate::shutdown::{CHECK_INTERVAL_MS, Shutdown};
+use crate::plumbing::exit::UsageError;
+use crate::plumbing::shutdown::{CHECK_INTERVAL_MS, Shutdown};
 
 /// How patient the client is.
 #[derive(Clone, Copy, Debug)]

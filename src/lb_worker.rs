@@ -19,13 +19,13 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::cli::Reply;
 use crate::envelope::{body_start, hex};
-use crate::exit::UsageError;
 use crate::faults::Faults;
 use crate::payload::show_frames;
+use crate::plumbing::cli::Reply;
+use crate::plumbing::exit::UsageError;
+use crate::plumbing::shutdown::{CHECK_INTERVAL_MS, Shutdown};
 use crate::protocol::{self, Backoff, Frames, HEARTBEAT, READY};
-use crate::shutdown::{CHECK_INTERVAL_MS, Shutdown};
 
 /// What the worker needs to know.
 #[derive(Debug, Clone)]

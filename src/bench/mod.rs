@@ -1,7 +1,7 @@
 //! The benchmark behind `bench`: how fast each pattern is, side by side with
 //! the baseline it is compared against, measured in one run.
 //!
-//! Every variant runs as separate processes ([`crate::child`]) talking over
+//! Every variant runs as separate processes ([`crate::plumbing::child`]) talking over
 //! TCP on 127.0.0.1:
 //! the real role binaries for the suite's own code paths, and the bench
 //! binary itself (`bench peer ...`, see [`peers`]) for the baselines and the

@@ -55,7 +55,7 @@ pub fn rep_bare(bind: &str) -> anyhow::Result<()> {
     let ctx = zmq::Context::new();
     let rep = ctx.socket(zmq::REP)?;
     rep.bind(bind)?;
-    listening(&crate::endpoint::last_endpoint(&rep));
+    listening(&crate::plumbing::endpoint::last_endpoint(&rep));
     let mut message = zmq::Message::new();
     loop {
         rep.recv(&mut message, 0)?;
@@ -138,8 +138,8 @@ pub fn proxy(frontend: &str, backend: &str) -> anyhow::Result<()> {
     back.bind(backend)?;
     listening(&format!(
         "{} {}",
-        crate::endpoint::last_endpoint(&front),
-        crate::endpoint::last_endpoint(&back)
+        crate::plumbing::endpoint::last_endpoint(&front),
+        crate::plumbing::endpoint::last_endpoint(&back)
     ));
     zmq::proxy(&front, &back)?;
     Ok(())
@@ -151,7 +151,7 @@ pub fn router_echo(bind: &str) -> anyhow::Result<()> {
     let ctx = zmq::Context::new();
     let router = ctx.socket(zmq::ROUTER)?;
     router.bind(bind)?;
-    listening(&crate::endpoint::last_endpoint(&router));
+    listening(&crate::plumbing::endpoint::last_endpoint(&router));
     loop {
         let message = router.recv_multipart(0)?;
         router.send_multipart(message, 0)?;

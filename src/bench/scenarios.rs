@@ -16,7 +16,7 @@ use anyhow::{Context as _, anyhow, bail};
 use super::peers::Outcome;
 use super::stats::{median_index, percentiles};
 use super::{Options, Row};
-use crate::child::{Child, Stream};
+use crate::plumbing::child::{Child, Stream};
 
 /// What one run of a variant measured.
 struct Run {
@@ -359,7 +359,8 @@ fn suite_round_trips(
     let mut server = if logging == Logging::PerRequest {
         role("reqrep_server", &["--bind", "tcp://127.0.0.1:*"])?
     } else {
-        let mut command = std::process::Command::new(crate::child::sibling("reqrep_server")?);
+        let mut command =
+            std::process::Command::new(crate::plumbing::child::sibling("reqrep_server")?);
         command
             .args(["--bind", "tcp://127.0.0.1:*"])
             .env("RUST_LOG", "warn,reqrep_server=warn");

@@ -32,7 +32,7 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 
 use zmq_reqrep::bench::{self, Options, Report, peers, scenarios};
-use zmq_reqrep::exit;
+use zmq_reqrep::plumbing::exit;
 
 /// Benchmarks the request-reply patterns against their baselines.
 #[derive(Parser, Debug)]
@@ -245,7 +245,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Scale(args) => (args, vec![scenarios::scale]),
     };
     build_roles()?;
-    zmq_reqrep::limits::raise_open_files();
+    zmq_reqrep::plumbing::limits::raise_open_files();
     if cfg!(debug_assertions) && !args.tiny {
         eprintln!("bench: this is a debug build; for figures that mean something, use --release");
     }
@@ -302,7 +302,7 @@ fn build_roles() -> anyhow::Result<()> {
         "worker",
         "broker_client",
     ] {
-        let path = zmq_reqrep::child::sibling(role)?;
+        let path = zmq_reqrep::plumbing::child::sibling(role)?;
         if !path.exists() {
             bail!(
                 "{} is missing: build the roles first (cargo build --release --bins)",
@@ -342,7 +342,7 @@ fn run_peer(peer: Peer) -> anyhow::Result<()> {
             size,
             stall_s,
         } => {
-            zmq_reqrep::limits::raise_open_files();
+            zmq_reqrep::plumbing::limits::raise_open_files();
             peers::fleet(
                 &connect,
                 clients,

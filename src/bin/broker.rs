@@ -45,11 +45,11 @@ use clap::{Parser, ValueEnum};
 use tracing::info;
 
 use zmq_reqrep::broker::{lb, proxy};
-use zmq_reqrep::cli::{LimitArgs, NameArg};
-use zmq_reqrep::endpoint::{self, last_endpoint};
-use zmq_reqrep::exit::{self, UsageError};
-use zmq_reqrep::shutdown::Shutdown;
-use zmq_reqrep::{LINGER_MS, LISTEN_BACKLOG, monitor};
+use zmq_reqrep::plumbing::cli::{LimitArgs, NameArg};
+use zmq_reqrep::plumbing::endpoint::{self, last_endpoint};
+use zmq_reqrep::plumbing::exit::{self, UsageError};
+use zmq_reqrep::plumbing::listener;
+use zmq_reqrep::plumbing::shutdown::Shutdown;
 
 /// How the broker picks a worker for each request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -90,14 +90,14 @@ struct Args {
 
 fn main() -> ExitCode {
     let args: Args = exit::parse_args();
-    zmq_reqrep::logging::init("broker", &args.name.name);
+    zmq_reqrep::plumbing::logging::init("broker", &args.name.name);
     exit::report(run(&args))
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals().context("installing the Ctrl-C/SIGTERM handler")?;
     let ctx = zmq::Context::new();
-    zmq_reqrep::limits::raise_open_files(); // a descriptor per client
+    zmq_reqrep::plumbing::limits::raise_open_files(); // a descriptor per client
 
     // Clients' REQ sockets connect here. The ROUTER prepends each client's
     // identity to its requests and uses it to route the replies back.
@@ -109,14 +109,12 @@ fn run(args: &Args) -> anyhow::Result<()> {
         Mode::Lb => zmq::ROUTER,
     })?;
     for (socket, kind) in [(&frontend, "frontend"), (&backend, "backend")] {
-        socket.set_linger(LINGER_MS)?;
-        socket.set_backlog(LISTEN_BACKLOG)?;
-        socket.set_maxmsgsize(args.limit.as_maxmsgsize())?;
+        // Hardening, one step (src/plumbing/listener.rs): limits, linger, a monitor.
+        listener::harden(&ctx, socket, kind, &args.limit)?;
         if socket.get_socket_type()? == zmq::ROUTER {
             // Report a message for a peer that is gone instead of dropping it silently.
             socket.set_router_mandatory(true)?;
         }
-        monitor::watch(&ctx, socket, kind, args.limit.max_message_bytes)?;
     }
     frontend
         .bind(&args.frontend)

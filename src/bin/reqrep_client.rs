@@ -32,10 +32,10 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 
-use zmq_reqrep::cli::ClientArgs;
 use zmq_reqrep::client;
-use zmq_reqrep::exit;
-use zmq_reqrep::shutdown::Shutdown;
+use zmq_reqrep::plumbing::cli::ClientArgs;
+use zmq_reqrep::plumbing::exit;
+use zmq_reqrep::plumbing::shutdown::Shutdown;
 
 /// A REQ client: connects, sends a request, prints the reply, repeats.
 #[derive(Parser, Debug)]
@@ -47,7 +47,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args: Args = exit::parse_args();
-    zmq_reqrep::logging::init("reqrep_client", &args.client.name.name);
+    zmq_reqrep::plumbing::logging::init("reqrep_client", &args.client.name.name);
     exit::report(run(&args))
 }
 

@@ -32,13 +32,13 @@ use anyhow::Context as _;
 use clap::Parser;
 use tracing::info;
 
-use zmq_reqrep::cli::{LimitArgs, NameArg, ReplyArgs};
-use zmq_reqrep::endpoint::{self, last_endpoint};
-use zmq_reqrep::exit::{self, UsageError};
 use zmq_reqrep::faults::Faults;
 use zmq_reqrep::payload::show_frames;
-use zmq_reqrep::shutdown::{CHECK_INTERVAL_MS, Shutdown};
-use zmq_reqrep::{LINGER_MS, LISTEN_BACKLOG, monitor};
+use zmq_reqrep::plumbing::cli::{LimitArgs, NameArg, ReplyArgs};
+use zmq_reqrep::plumbing::endpoint::{self, last_endpoint};
+use zmq_reqrep::plumbing::exit::{self, UsageError};
+use zmq_reqrep::plumbing::listener;
+use zmq_reqrep::plumbing::shutdown::{CHECK_INTERVAL_MS, Shutdown};
 
 /// A REP server: binds, then answers each request with one reply.
 #[derive(Parser, Debug)]
@@ -63,27 +63,28 @@ struct Args {
 
 fn main() -> ExitCode {
     let args: Args = exit::parse_args();
-    zmq_reqrep::logging::init("reqrep_server", &args.name.name);
+    zmq_reqrep::plumbing::logging::init("reqrep_server", &args.name.name);
     exit::report(run(&args))
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals().context("installing the Ctrl-C/SIGTERM handler")?;
-    zmq_reqrep::limits::raise_open_files(); // a descriptor per client
+    zmq_reqrep::plumbing::limits::raise_open_files(); // a descriptor per client
     let reply = args.reply.load()?;
     let work = Duration::from_millis(args.reply.work_ms);
 
+    // The pattern: a REP socket, bound to a well-known address.
     let ctx = zmq::Context::new();
     let socket = ctx.socket(zmq::REP)?;
-    socket.set_linger(LINGER_MS)?; // at exit, give the last reply a moment, never hang
+    // Hardening, one step (src/plumbing/listener.rs): limits, linger, a monitor.
+    listener::harden(&ctx, &socket, "REP", &args.limit)?;
     socket.set_rcvtimeo(CHECK_INTERVAL_MS)?; // wake up to notice Ctrl-C
-    socket.set_backlog(LISTEN_BACKLOG)?; // many clients connecting at once
-    socket.set_maxmsgsize(args.limit.as_maxmsgsize())?; // refuse oversize requests
-    monitor::watch(&ctx, &socket, "REP", args.limit.max_message_bytes)?;
     socket
         .bind(&args.bind)
         .map_err(UsageError::at("--bind", &args.bind))?;
     info!("REP listening on {}", last_endpoint(&socket));
+
+    // Receive a request, send its one reply, again and again.
 
     let mut replies = 0u64;
     while let Some(request) = shutdown.recv_multipart(&socket)? {

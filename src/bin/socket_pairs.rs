@@ -30,8 +30,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use zmq_reqrep::exit;
 use zmq_reqrep::pairs::{self, Pair, Role, Settings};
+use zmq_reqrep::plumbing::exit;
 
 /// Runs the legal request-reply socket pairs and prints every frame.
 #[derive(Parser, Debug)]
@@ -95,7 +95,7 @@ enum RoleArg {
 fn main() -> ExitCode {
     // clap's own usage error for a bad subcommand: it lists the pairs.
     let args = Args::parse();
-    zmq_reqrep::logging::init("socket_pairs", "local");
+    zmq_reqrep::plumbing::logging::init("socket_pairs", "local");
     exit::report(run(&args))
 }
 

@@ -31,13 +31,13 @@ use clap::{Parser, ValueEnum};
 use tracing::info;
 
 use zmq_reqrep::LINGER_MS;
-use zmq_reqrep::cli::{NameArg, ReplyArgs};
-use zmq_reqrep::endpoint;
-use zmq_reqrep::exit::{self, UsageError};
 use zmq_reqrep::faults::Faults;
 use zmq_reqrep::lb_worker;
 use zmq_reqrep::payload::show_frames;
-use zmq_reqrep::shutdown::{CHECK_INTERVAL_MS, Shutdown};
+use zmq_reqrep::plumbing::cli::{NameArg, ReplyArgs};
+use zmq_reqrep::plumbing::endpoint;
+use zmq_reqrep::plumbing::exit::{self, UsageError};
+use zmq_reqrep::plumbing::shutdown::{CHECK_INTERVAL_MS, Shutdown};
 
 /// Which broker the worker is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -78,7 +78,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args: Args = exit::parse_args();
-    zmq_reqrep::logging::init("worker", &args.name.name);
+    zmq_reqrep::plumbing::logging::init("worker", &args.name.name);
     exit::report(run(&args))
 }
 

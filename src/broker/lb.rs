@@ -29,8 +29,8 @@ use super::{
 };
 use crate::envelope::hex;
 use crate::payload::{show, text};
+use crate::plumbing::shutdown::{CHECK_INTERVAL_MS, Shutdown};
 use crate::protocol::{self, Frames, HEARTBEAT, MISSED_HEARTBEATS};
-use crate::shutdown::{CHECK_INTERVAL_MS, Shutdown};
 
 /// Settings of the load-balancing loop.
 #[derive(Debug, Clone, Copy)]

@@ -21,7 +21,7 @@ use tracing::warn;
 
 use super::{BURST, Traffic, deliver_reply, next_request, peer_of, recv_message, send_message};
 use crate::envelope::body_start;
-use crate::shutdown::{CHECK_INTERVAL_MS, Shutdown};
+use crate::plumbing::shutdown::{CHECK_INTERVAL_MS, Shutdown};
 
 /// Forwards between a bound ROUTER `frontend` and a bound DEALER `backend`
 /// until a stop is asked for; returns the message counts.

@@ -16,7 +16,7 @@
 use std::time::{Duration, Instant};
 
 use super::kind_name;
-use crate::output;
+use crate::plumbing::output;
 
 /// The illegal pairs shown, (bound side, connecting side).
 pub const PAIRS: [(zmq::SocketType, zmq::SocketType); 4] = [
@@ -55,7 +55,7 @@ fn try_pair(
     monitor.set_linger(0)?;
     monitor.connect(&monitor_endpoint)?;
     bound.bind("tcp://127.0.0.1:*")?;
-    let endpoint = crate::endpoint::last_endpoint(&bound);
+    let endpoint = crate::plumbing::endpoint::last_endpoint(&bound);
 
     let connecting = ctx.socket(connecting_kind)?;
     connecting.set_linger(0)?;

@@ -39,8 +39,8 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow};
 
 use crate::envelope::hex;
-use crate::output;
 use crate::payload::show;
+use crate::plumbing::output;
 
 /// One of the six legal pairs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -257,31 +257,23 @@ pub fn run(pair: Pair, role: Role, settings: &Settings) -> anyhow::Result<()> {
         Role::Server => {
             let server = server_end()?;
             prepare_server(pair, &server)?;
-            server
-                .socket
-                .bind(&settings.endpoint)
-                .map_err(crate::exit::UsageError::at(
-                    "--endpoint",
-                    &settings.endpoint,
-                ))?;
+            server.socket.bind(&settings.endpoint).map_err(
+                crate::plumbing::exit::UsageError::at("--endpoint", &settings.endpoint),
+            )?;
             server_side(pair, &server, count)
         }
         Role::Client => {
             let client = client_end()?;
-            client
-                .socket
-                .connect(&settings.endpoint)
-                .map_err(crate::exit::UsageError::at(
-                    "--endpoint",
-                    &settings.endpoint,
-                ))?;
+            client.socket.connect(&settings.endpoint).map_err(
+                crate::plumbing::exit::UsageError::at("--endpoint", &settings.endpoint),
+            )?;
             client_side(pair, &client, count)
         }
         Role::Both => {
             let server = server_end()?;
             prepare_server(pair, &server)?;
             server.socket.bind("tcp://127.0.0.1:*")?;
-            let endpoint = crate::endpoint::last_endpoint(&server.socket);
+            let endpoint = crate::plumbing::endpoint::last_endpoint(&server.socket);
             let client = client_end()?;
             client.socket.connect(&endpoint)?;
             thread::scope(|scope| {

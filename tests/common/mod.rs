@@ -17,7 +17,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::Duration;
 
-use zmq_reqrep::child::{Child, Stream};
+use zmq_reqrep::plumbing::child::{Child, Stream};
 
 pub const SERVER: &str = env!("CARGO_BIN_EXE_reqrep_server");
 pub const CLIENT: &str = env!("CARGO_BIN_EXE_reqrep_client");

@@ -1,7 +1,7 @@
 //! Logging set-up: one line per event, naming the role and the replica.
 //!
 //! Every role calls [`init`] first. Log lines go to the buffered standard
-//! error (see [`crate::output`]) and read
+//! error (see [`crate::plumbing::output`]) and read
 //!
 //! ```text
 //! 2026-11-26T17:21:11.372487Z  INFO reqrep_server[3f2a1c9b7d10] request b"Hello"
@@ -42,7 +42,7 @@ pub fn init(role: &str, name: &str) {
         // `payload::text`) before they reach a log line.
         .with_ansi_sanitization(false)
         .event_format(RoleLine)
-        .with_writer(|| crate::output::STDERR)
+        .with_writer(|| crate::plumbing::output::STDERR)
         .try_init();
 }
 

@@ -1,7 +1,7 @@
 //! Room for many connections: the open-files limit.
 //!
 //! Each TCP connection costs a file descriptor, and a broker's connection
-//! monitor holds a second one per peer for a moment (see [`crate::monitor`]).
+//! monitor holds a second one per peer for a moment (see [`crate::plumbing::monitor`]).
 //! Many systems start processes with a soft limit of 1024 (macOS: 256), far
 //! below what the kernel allows (the hard limit); a broker facing a
 //! thousand clients raises its soft limit to the hard one at start-up.

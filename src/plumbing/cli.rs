@@ -10,7 +10,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::{endpoint, payload};
+use crate::payload;
+use crate::plumbing::endpoint;
 
 /// `--max-message-bytes` default: 1 MiB.
 pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 1024 * 1024;

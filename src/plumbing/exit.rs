@@ -92,7 +92,7 @@ pub fn parse_args<T: Parser>() -> T {
 /// Ends `main`: flushes buffered output, prints an error as one line, and
 /// picks the exit code from the table above.
 pub fn report(result: anyhow::Result<()>) -> ExitCode {
-    crate::output::flush();
+    crate::plumbing::output::flush();
     let Err(error) = result else {
         return ExitCode::SUCCESS;
     };

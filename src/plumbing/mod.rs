@@ -1,0 +1,28 @@
+//! Plumbing: what every role needs and no lesson is about.
+//!
+//! The lessons (the binaries, and the library modules named after a pattern)
+//! use these pieces without having to read them:
+//!
+//! | module | what it does |
+//! |---|---|
+//! | [`cli`] | command-line options shared by several roles, each with its environment variable |
+//! | [`endpoint`] | checks `--bind`/`--connect` values before libzmq sees them |
+//! | [`listener`] | hardening of a socket that binds, in one call: limits, linger, the monitor |
+//! | [`monitor`] | logs the peers libzmq refuses (bad handshakes, oversize messages) |
+//! | [`logging`] | one log line per event, naming the role and the replica |
+//! | [`output`] | buffered stdout/stderr, flushed every 100 ms and at exit |
+//! | [`shutdown`] | Ctrl-C and SIGTERM stop every role within a second |
+//! | [`exit`] | one-line errors and exit codes (2 for a bad command line) |
+//! | [`limits`] | raises the open-files limit, for brokers facing many clients |
+//! | [`child`] | child processes that report their output lines, memory and CPU (bench and tests) |
+
+pub mod child;
+pub mod cli;
+pub mod endpoint;
+pub mod exit;
+pub mod limits;
+pub mod listener;
+pub mod logging;
+pub mod monitor;
+pub mod output;
+pub mod shutdown;
