@@ -120,9 +120,55 @@ fn utc_seconds(unix: u64) -> String {
     format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}")
 }
 
+/// A count with its noun, singular or plural: `1 request`, `2 requests`.
+/// Log lines and summaries use it, so that nobody reads "1 requests".
+#[derive(Clone, Copy, Debug)]
+pub struct Count<'a> {
+    n: u64,
+    one: &'a str,
+    many: &'a str,
+}
+
+impl<'a> Count<'a> {
+    /// `n` of a noun whose plural adds an `s`: `Count::new(2, "request")`.
+    pub fn new(n: u64, one: &'a str) -> Self {
+        Count { n, one, many: "" }
+    }
+
+    /// `n` of a noun with its own plural: `Count::irregular(2, "reply", "replies")`.
+    pub fn irregular(n: u64, one: &'a str, many: &'a str) -> Self {
+        Count { n, one, many }
+    }
+}
+
+impl fmt::Display for Count<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.n, self.many) {
+            (1, _) => write!(f, "1 {}", self.one),
+            (n, "") => write!(f, "{n} {}s", self.one),
+            (n, many) => write!(f, "{n} {many}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::utc_seconds;
+    use super::{Count, utc_seconds};
+
+    #[test]
+    fn counts_take_singular_or_plural() {
+        assert_eq!(Count::new(1, "request").to_string(), "1 request");
+        assert_eq!(Count::new(0, "request").to_string(), "0 requests");
+        assert_eq!(Count::new(2, "resend").to_string(), "2 resends");
+        assert_eq!(
+            Count::irregular(1, "reply", "replies").to_string(),
+            "1 reply"
+        );
+        assert_eq!(
+            Count::irregular(3, "reply", "replies").to_string(),
+            "3 replies"
+        );
+    }
 
     #[test]
     fn formats_utc_dates() {
