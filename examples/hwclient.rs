@@ -1,7 +1,8 @@
 //! # hwclient: the bare REQ client, ten requests and their replies
 //!
-//! The course's Python client and the ZeroMQ guide's `hwclient.c`, in Rust: a
-//! REQ socket connects, then sends "Hello" and waits for the reply, ten times.
+//! The Rust twin of the course's Python client and of the ZeroMQ guide's
+//! `hwclient.c`: a REQ socket connects, then sends "Hello" and waits for the
+//! reply, ten times (the guide's count; the course's client goes on forever).
 //! `src/bin/reqrep_client.rs` is the hardened version (a timeout, a new socket
 //! and a resend when a reply is late: the Lazy Pirate pattern).
 //!

@@ -1,7 +1,8 @@
 //! # hwserver: the bare REP server, the pattern and nothing else
 //!
-//! The course's Python server and the ZeroMQ guide's `hwserver.c`, in Rust: a
-//! REP socket binds, then receives a request and sends its one reply, forever.
+//! The Rust twin of the course's Python server and of the ZeroMQ guide's
+//! `hwserver.c` (less its one-second sleep): a REP socket binds, then
+//! receives a request and sends its one reply, forever.
 //! `src/bin/reqrep_server.rs` is the same loop, hardened (limits, logs, Ctrl-C,
 //! fault injection); start here.
 //!

@@ -1,11 +1,13 @@
 //! # rrbroker: the bare request-reply broker, ROUTER in front, DEALER behind
 //!
-//! The course's Python broker and the ZeroMQ guide's `rrbroker.c`, in Rust.
+//! The Rust twin of the course's Python broker and of the ZeroMQ guide's
+//! `rrbroker.c`.
 //! Clients (REQ) connect to the frontend, workers (REP) to the backend; the
 //! broker binds both and passes every message across, whole. The ROUTER puts
 //! the client's identity in front of each request, and takes it off the reply
-//! to route it back; the DEALER hands requests to the workers in turn. Each
-//! message is printed frame by frame, so you see that envelope.
+//! to route it back; the DEALER hands requests to the connected workers in
+//! turn. Each message is printed, one line listing its frames, so you see
+//! that envelope: `[b"\x00k\x8bEg", b"", b"Hello"]`.
 //! `src/bin/broker.rs` is the hardened version, with a load-balancing mode.
 //!
 //! ```text

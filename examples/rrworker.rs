@@ -1,7 +1,7 @@
 //! # rrworker: the bare worker, a REP socket that connects to a broker
 //!
-//! The course's Python worker and the ZeroMQ guide's `rrworker.c`, in Rust:
-//! `hwserver` with `connect` in place of `bind`. The broker is the one
+//! The Rust twin of the course's Python worker and of the ZeroMQ guide's
+//! `rrworker.c`: `hwserver` with `connect` in place of `bind`. The broker is the one
 //! well-known address; workers come and go behind it, and its DEALER hands
 //! each connected worker requests in turn. `src/bin/worker.rs` is the hardened
 //! version (and speaks the load-balancing protocol with `--mode lb`).
