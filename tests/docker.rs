@@ -790,6 +790,33 @@ impl Drop for TempDir {
     }
 }
 
+#[test]
+fn the_broker_file_stays_one_that_docker_stack_deploy_accepts() {
+    // `docker stack config` validates a file against the schema of `docker
+    // stack deploy` (no `name:`, `pull_policy`, `host_ip`...), on the client
+    // side: no engine, no swarm. The command came with docker CLI 23.0.
+    let has_it = run(
+        Command::new("docker").args(["stack", "config", "--help"]),
+        COMMAND_TIMEOUT,
+    )
+    .status
+    .success();
+    if !has_it {
+        skipped("this docker CLI has no `docker stack config` (CLI 23.0 or later has)");
+        return;
+    }
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(BROKER);
+    let mut command = Command::new("docker");
+    command.args(["stack", "config", "-c"]).arg(&file);
+    for name in SETTINGS.iter().chain(PASSED_THROUGH) {
+        command.env_remove(name);
+    }
+    let config = ok(&mut command, COMMAND_TIMEOUT);
+    for service in ["broker:", "worker:", "client:"] {
+        assert!(config.contains(service), "{config}");
+    }
+}
+
 /// An image tag removed when dropped.
 struct Tag(String);
 
