@@ -10,7 +10,7 @@
 //! | [`listener`] | hardening of a socket that binds, in one call: limits, linger, the monitor |
 //! | [`monitor`] | logs the peers libzmq refuses (bad handshakes, oversize messages) |
 //! | [`logging`] | one log line per event, naming the role and the replica |
-//! | [`output`] | buffered stdout/stderr, flushed every 100 ms and at exit |
+//! | [`output`] | buffered stdout/stderr, flushed every 100 ms and at exit, never waiting for a reader |
 //! | [`shutdown`] | Ctrl-C and SIGTERM stop every role within a second |
 //! | [`exit`] | one-line errors and exit codes (2 for a bad command line) |
 //! | [`limits`] | raises the open-files limit, for brokers facing many clients |
