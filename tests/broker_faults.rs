@@ -7,10 +7,31 @@ mod common;
 
 use std::io::Read;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+
+const READY: u8 = 0x01;
+
+const HEARTBEAT: u8 = 0x02;
+
+fn start_lb_worker(backend: &str, name: &str, heartbeat_ms: &str, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "--connect",
+        backend,
+        "--mode",
+        "lb",
+        "--name",
+        name,
+        "--heartbeat-ms",
+        heartbeat_ms,
+    ];
+    args.extend_from_slice(extra);
+    Proc::start(WORKER, &args)
+}
 
 fn socket(ctx: &zmq::Context, kind: zmq::SocketType) -> zmq::Socket {
     let socket = ctx.socket(kind).unwrap();
@@ -18,6 +39,38 @@ fn socket(ctx: &zmq::Context, kind: zmq::SocketType) -> zmq::Socket {
     socket.set_rcvtimeo(10_000).unwrap();
     socket.set_sndtimeo(10_000).unwrap();
     socket
+}
+
+/// A worker of the test's own speaking the lb protocol through a DEALER,
+/// so that it can misbehave: it announces itself and then does what the
+/// test says.
+struct FakeWorker {
+    socket: zmq::Socket,
+}
+
+impl FakeWorker {
+    fn join(ctx: &zmq::Context, backend: &str, name: &str) -> FakeWorker {
+        let socket = socket(ctx, zmq::DEALER);
+        socket.connect(backend).unwrap();
+        socket
+            .send_multipart([&[READY][..], name.as_bytes()], 0)
+            .unwrap();
+        FakeWorker { socket }
+    }
+
+    /// The next request, skipping the broker's heartbeats.
+    fn request(&self) -> Vec<Vec<u8>> {
+        loop {
+            let frames = self.socket.recv_multipart(0).expect("a request");
+            if frames != [vec![HEARTBEAT]] {
+                return frames;
+            }
+        }
+    }
+
+    fn send(&self, frames: &[&[u8]]) {
+        self.socket.send_multipart(frames, 0).unwrap();
+    }
 }
 
 /// A process whose stderr is a pipe that nobody reads (until `stop_and_read`), as
@@ -70,6 +123,173 @@ impl Drop for Unread {
     }
 }
 
+#[test]
+fn defect_2_lb_broker_forwards_a_reply_only_from_the_worker_holding_the_request() {
+    let (broker, frontend, backend) = start_broker("lb", &[]);
+    let ctx = zmq::Context::new();
+    let a = FakeWorker::join(&ctx, &backend, "a");
+    broker.wait_log("worker a (", SOON);
+    let b = FakeWorker::join(&ctx, &backend, "b");
+    broker.wait_log("worker b (", SOON);
+    // A DEALER client sees every reply the broker forwards, wanted or not.
+    let client = socket(&ctx, zmq::DEALER);
+    client.connect(&frontend).unwrap();
+
+    // "one" goes to a, the worker idle the longest.
+    client.send_multipart(["", "one"], 0).unwrap();
+    let one = a.request();
+    assert_eq!(one[1..], [b"".to_vec(), b"one".to_vec()]);
+    let client_id = one[0].clone();
+    // b holds nothing, yet forges a reply for that client...
+    b.send(&[&client_id, b"", b"forged by b"]);
+    // ...a answers properly, and then a second time.
+    a.send(&[&client_id, b"", b"reply to one"]);
+    a.send(&[&client_id, b"", b"reply to one, again"]);
+
+    // Every reply the client gets, until (and with) the one whose body is
+    // `last`. Replies from different workers may come in either order;
+    // those from one worker come in the order it sent them.
+    let mut got = Vec::new();
+    let mut receive_until = |last: &str| loop {
+        let frames = client.recv_multipart(0).expect("a reply");
+        let body = String::from_utf8_lossy(frames.last().unwrap()).into_owned();
+        got.push(body.clone());
+        if body == last {
+            break;
+        }
+    };
+
+    // A request id frame in the envelope, as a REQ with ZMQ_REQ_CORRELATE
+    // sends: the whole envelope must match, not just the client's identity.
+    client
+        .send_multipart([&b"\x00\x00\x00\x07"[..], b"", b"two"], 0)
+        .unwrap();
+    let two = b.request();
+    assert_eq!(two[1], b"\x00\x00\x00\x07");
+    b.send(&[&client_id, b"\x00\x00\x00\x08", b"", b"wrong request id"]);
+    b.send(&[&client_id, b"\x00\x00\x00\x07", b"", b"reply to two"]);
+    // b's forged reply went before this one: it has been handled.
+    receive_until("reply to two");
+
+    // a again: its duplicate went before this reply.
+    client.send_multipart(["", "three"], 0).unwrap();
+    let three = a.request();
+    assert_eq!(three[2], b"three");
+    a.send(&[&client_id, b"", b"reply to three"]);
+    receive_until("reply to three");
+
+    got.sort();
+    assert_eq!(got, ["reply to one", "reply to three", "reply to two"]);
+    broker.wait_log("holds no request", SOON);
+}
+
+#[test]
+fn defect_4_lb_broker_holds_a_request_until_a_worker_is_idle() {
+    // Long heartbeats: the broker still counts the killed worker as idle
+    // when the request comes, and learns otherwise only by sending to it.
+    let (broker, frontend, backend) = start_broker("lb", &["--heartbeat-ms", "5000"]);
+    let mut first = start_lb_worker(&backend, "first", "5000", &[]);
+    broker.wait_log("worker first (", SOON);
+    first.signal(libc::SIGKILL);
+    assert!(first.wait_exit(SOON).is_some());
+
+    // The naive client: no timeout, so a dropped request hangs it for good.
+    let mut client = Proc::start(
+        BROKER_CLIENT,
+        &["--connect", &frontend, "--count", "1", "--timeout-ms", "0"],
+    );
+    broker.wait_log(" expired", SOON);
+    thread::sleep(Duration::from_millis(300));
+    let _second = start_lb_worker(&backend, "second", "5000", &[]);
+    client.expect_exit(0, SOON);
+    assert_eq!(reply_lines(&client).len(), 1);
+}
+
+#[test]
+fn defect_6_a_flood_of_bad_requests_does_not_stall_the_broker() {
+    let frontend = format!("tcp://127.0.0.1:{}", free_port());
+    let backend = format!("tcp://127.0.0.1:{}", free_port());
+    // The broker's log goes to a pipe nobody reads.
+    let broker = Unread::start(
+        BROKER,
+        &[
+            "--mode",
+            "lb",
+            "--frontend",
+            &frontend,
+            "--backend",
+            &backend,
+        ],
+    );
+    let _worker = start_lb_worker(&backend, "w", "1000", &[]);
+    let ctx = zmq::Context::new();
+    let sentinel = socket(&ctx, zmq::REQ);
+    sentinel.connect(&frontend).unwrap();
+    // The first round trip says the broker and its worker are ready.
+    sentinel.send("Hello", 0).unwrap();
+    assert_eq!(sentinel.recv_bytes(0).expect("first reply"), b"World");
+
+    // 100 000 requests without the empty delimiter, as fast as a DEALER can.
+    let done = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let flood = {
+        let (done, sent, frontend) = (done.clone(), sent.clone(), frontend.clone());
+        thread::spawn(move || {
+            let ctx = zmq::Context::new();
+            let dealer = socket(&ctx, zmq::DEALER);
+            dealer.connect(&frontend).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            for _ in 0..100_000 {
+                if Instant::now() > deadline || dealer.send("no delimiter", 0).is_err() {
+                    break;
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+            // A valid request last: its reply says the broker has read
+            // every bad one before it (one connection's messages stay in
+            // order).
+            dealer.set_rcvtimeo(30_000).unwrap();
+            dealer.send_multipart(["", "last"], 0).unwrap();
+            let reply = dealer
+                .recv_multipart(0)
+                .expect("the reply to the last request");
+            assert_eq!(reply, [b"".to_vec(), b"World".to_vec()]);
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    // Meanwhile the sentinel keeps being served, each reply within 3 s.
+    sentinel.set_rcvtimeo(3000).unwrap();
+    let mut round_trips = 0;
+    while !done.load(Ordering::SeqCst) || round_trips < 20 {
+        assert!(round_trips < 100_000, "bounded");
+        sentinel.send("Hello", 0).unwrap();
+        let reply = sentinel.recv_bytes(0);
+        assert!(
+            reply.is_ok(),
+            "the sentinel went unanswered for 3 s after {round_trips} round trips, \
+             {} bad requests sent",
+            sent.load(Ordering::Relaxed)
+        );
+        round_trips += 1;
+    }
+    flood.join().unwrap();
+    assert_eq!(sent.load(Ordering::Relaxed), 100_000);
+
+    let log = broker.stop_and_read();
+    let text = String::from_utf8_lossy(&log);
+    assert!(
+        log.len() < 256 * 1024,
+        "{} bytes of log for 100 000 bad requests",
+        log.len()
+    );
+    assert!(text.contains("no empty delimiter"), "{text}");
+    assert!(text.contains("100000 dropped"), "{text}");
+    eprintln!(
+        "{round_trips} sentinel round trips during the flood; {} bytes of log",
+        log.len()
+    );
+}
+
 /// Worker log lines of 7 KB each (a request of 100 frames), with stderr
 /// never read: past the pipe's 64 KiB and the 1 MiB buffer, lines must be
 /// dropped, not the worker stopped.
@@ -97,4 +317,48 @@ fn defect_6_output_never_blocks_a_socket_loop() {
         "{}",
         text.lines().last().unwrap_or("")
     );
+}
+
+#[test]
+fn defect_1_a_busy_worker_found_silent_may_still_answer() {
+    let (broker, frontend, backend) = start_broker("lb", &["--heartbeat-ms", "200"]);
+    let ctx = zmq::Context::new();
+    // It never heartbeats: a worker stuck in its work, as far as the
+    // broker can tell.
+    let stuck = FakeWorker::join(&ctx, &backend, "stuck");
+    broker.wait_log("worker stuck (", SOON);
+    let client = test_req(&ctx, &frontend);
+    client.send("Hello", 0).unwrap();
+    let request = stuck.request();
+    let expired = broker.wait_log(" expired", SOON);
+    assert!(expired.contains("may be lost"), "{expired}");
+    // It was not dead after all: the reply still reaches the client.
+    let envelope: Vec<&[u8]> = request[..2].iter().map(Vec::as_slice).collect();
+    stuck.send(&[envelope[0], envelope[1], b"late"]);
+    assert_eq!(client.recv_bytes(0).unwrap(), b"late");
+    broker.wait_log("answered after all", SOON);
+}
+
+#[test]
+fn lb_broker_takes_a_worker_known_by_its_heartbeats_and_learns_its_name_from_ready() {
+    let (broker, frontend, backend) = start_broker("lb", &[]);
+    let ctx = zmq::Context::new();
+    // As a worker whose READY went to an earlier broker.
+    let worker = socket(&ctx, zmq::DEALER);
+    worker.connect(&backend).unwrap();
+    worker.send(&[HEARTBEAT][..], 0).unwrap();
+    broker.wait_log("rejoined on its heartbeat", SOON);
+    let client = test_req(&ctx, &frontend);
+    client.send("Hello", 0).unwrap();
+    let mut request = loop {
+        let frames = worker.recv_multipart(0).unwrap();
+        if frames != [vec![HEARTBEAT]] {
+            break frames;
+        }
+    };
+    *request.last_mut().unwrap() = b"World".to_vec();
+    worker.send_multipart(&request, 0).unwrap();
+    assert_eq!(client.recv_bytes(0).unwrap(), b"World");
+    worker.send_multipart([&[READY][..], b"late"], 0).unwrap();
+    broker.wait_log("worker late (", SOON);
 }
