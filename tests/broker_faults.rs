@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use common::*;
 
 const READY: u8 = 0x01;
-
 const HEARTBEAT: u8 = 0x02;
 
 fn start_lb_worker(backend: &str, name: &str, heartbeat_ms: &str, extra: &[&str]) -> Proc {
@@ -31,6 +30,24 @@ fn start_lb_worker(backend: &str, name: &str, heartbeat_ms: &str, extra: &[&str]
     ];
     args.extend_from_slice(extra);
     Proc::start(WORKER, &args)
+}
+
+/// Starts a broker on endpoints chosen in advance (so that it can be
+/// restarted on them).
+fn start_broker_on(mode: &str, frontend: &str, backend: &str, extra: &[&str]) -> Proc {
+    let mut args = vec!["--mode", mode, "--frontend", frontend, "--backend", backend];
+    args.extend_from_slice(extra);
+    let broker = Proc::start(BROKER, &args);
+    broker.wait_log("frontend ROUTER on", SOON);
+    broker
+}
+
+/// Log lines of `proc` containing `needle`.
+fn lines_with(proc: &Proc, needle: &str) -> Vec<String> {
+    proc.stderr()
+        .into_iter()
+        .filter(|line| line.contains(needle))
+        .collect()
 }
 
 fn socket(ctx: &zmq::Context, kind: zmq::SocketType) -> zmq::Socket {
@@ -123,6 +140,40 @@ impl Drop for Unread {
     }
 }
 
+// --- defect 1 ---------------------------------------------------------------
+
+#[test]
+fn defect_1_busy_lb_worker_is_not_declared_dead() {
+    // Heartbeats every 200 ms, so 600 ms of silence would mean death; each
+    // request takes 1.5 s of work.
+    let (broker, frontend, backend) = start_broker("lb", &["--heartbeat-ms", "200"]);
+    let worker = start_lb_worker(&backend, "busy", "200", &["--work-ms", "1500"]);
+    broker.wait_log("worker busy (", SOON);
+    let mut client = Proc::start(
+        BROKER_CLIENT,
+        &[
+            "--connect",
+            &frontend,
+            "--count",
+            "2",
+            "--interval-ms",
+            "0",
+            "--timeout-ms",
+            "0",
+        ],
+    );
+    client.expect_exit(0, Duration::from_secs(30));
+    assert_eq!(reply_lines(&client).len(), 2);
+    // The worker never stopped heartbeating, so neither side saw silence,
+    // and nothing was said to be lost or forgotten.
+    for word in [" expired", "rejoined", "lost", "silent"] {
+        assert_eq!(lines_with(&broker, word), Vec::<String>::new(), "{word}");
+        assert_eq!(lines_with(&worker, word), Vec::<String>::new(), "{word}");
+    }
+}
+
+// --- defect 2 ---------------------------------------------------------------
+
 #[test]
 fn defect_2_lb_broker_forwards_a_reply_only_from_the_worker_holding_the_request() {
     let (broker, frontend, backend) = start_broker("lb", &[]);
@@ -183,6 +234,8 @@ fn defect_2_lb_broker_forwards_a_reply_only_from_the_worker_holding_the_request(
     broker.wait_log("holds no request", SOON);
 }
 
+// --- defect 4 ---------------------------------------------------------------
+
 #[test]
 fn defect_4_lb_broker_holds_a_request_until_a_worker_is_idle() {
     // Long heartbeats: the broker still counts the killed worker as idle
@@ -204,6 +257,8 @@ fn defect_4_lb_broker_holds_a_request_until_a_worker_is_idle() {
     client.expect_exit(0, SOON);
     assert_eq!(reply_lines(&client).len(), 1);
 }
+
+// --- defect 6 ---------------------------------------------------------------
 
 #[test]
 fn defect_6_a_flood_of_bad_requests_does_not_stall_the_broker() {
@@ -317,6 +372,126 @@ fn defect_6_output_never_blocks_a_socket_loop() {
         "{}",
         text.lines().last().unwrap_or("")
     );
+}
+
+// --- defect 8 ---------------------------------------------------------------
+
+#[test]
+fn defect_8_lb_broker_and_rep_worker_each_say_what_is_wrong() {
+    let (broker, _frontend, backend) = start_broker("lb", &[]);
+    let worker = Proc::start(WORKER, &["--connect", &backend, "--mode", "plain"]);
+    let said = broker.wait_log("start the workers with --mode lb", SOON);
+    assert!(said.contains("REP worker"), "{said}");
+    let said = worker.wait_log("--mode lb", SOON);
+    assert!(said.contains("refused"), "{said}");
+    // One line each, not one per attempt.
+    thread::sleep(Duration::from_secs(1));
+    assert_eq!(lines_with(&broker, "--mode lb").len(), 1);
+    assert_eq!(lines_with(&worker, "--mode lb").len(), 1);
+}
+
+#[test]
+fn defect_8_proxy_broker_and_lb_worker_each_say_what_is_wrong() {
+    let (broker, frontend, backend) = start_broker("proxy", &[]);
+    let worker = start_lb_worker(&backend, "w1", "200", &[]);
+    let said = broker.wait_log("start the broker with --mode lb", SOON);
+    assert!(said.contains("w1"), "{said}");
+    worker.wait_log("is the broker running with --mode lb?", SOON);
+    // The worker finds the broker silent, opens a new socket and sends
+    // READY again; its next reply comes after that READY.
+    worker.wait_log("reconnected", SOON);
+    let ctx = zmq::Context::new();
+    let req = test_req(&ctx, &frontend);
+    req.send("Hello", 0).unwrap();
+    assert_eq!(req.recv_bytes(0).unwrap(), b"World");
+    assert_eq!(lines_with(&broker, "--mode lb").len(), 1);
+    assert_eq!(lines_with(&worker, "--mode lb").len(), 1);
+    assert_eq!(lines_with(&broker, "no envelope"), Vec::<String>::new());
+}
+
+// --- defect 9 ---------------------------------------------------------------
+
+#[test]
+fn defect_9_lb_worker_stopped_mid_request_sends_no_reply() {
+    let ctx = zmq::Context::new();
+    let router = socket(&ctx, zmq::ROUTER);
+    router.bind("tcp://127.0.0.1:*").unwrap();
+    let endpoint = router.get_last_endpoint().unwrap().unwrap();
+    let mut worker = start_lb_worker(&endpoint, "w", "1000", &["--work-ms", "5000"]);
+    let ready = router.recv_multipart(0).unwrap();
+    assert_eq!(ready[1..], [vec![READY], b"w".to_vec()]);
+    router
+        .send_multipart([&ready[0][..], b"client", b"", b"Hello"], 0)
+        .unwrap();
+    worker.wait_log("request b\"Hello\"", SOON);
+    worker.signal(libc::SIGTERM);
+    worker.expect_exit(0, SOON);
+    worker.wait_log("no reply sent", SOON);
+    assert_eq!(served(&worker), 0);
+    router.set_rcvtimeo(500).unwrap();
+    while let Ok(frames) = router.recv_multipart(0) {
+        assert_eq!(frames[1..], [vec![HEARTBEAT]], "only heartbeats");
+    }
+}
+
+#[test]
+fn defect_9_plain_worker_stopped_mid_request_sends_no_reply() {
+    let ctx = zmq::Context::new();
+    let dealer = socket(&ctx, zmq::DEALER);
+    dealer.bind("tcp://127.0.0.1:*").unwrap();
+    let endpoint = dealer.get_last_endpoint().unwrap().unwrap();
+    let mut worker = Proc::start(WORKER, &["--connect", &endpoint, "--work-ms", "5000"]);
+    dealer.send_multipart(["", "Hello"], 0).unwrap();
+    worker.wait_log("request b\"Hello\"", SOON);
+    worker.signal(libc::SIGTERM);
+    worker.expect_exit(0, SOON);
+    worker.wait_log("no reply sent", SOON);
+    assert_eq!(served(&worker), 0);
+    dealer.set_rcvtimeo(500).unwrap();
+    assert!(dealer.recv_multipart(0).is_err(), "a reply was sent");
+}
+
+#[test]
+fn defect_9_lb_worker_announces_its_name_again_to_a_restarted_broker() {
+    let frontend = format!("tcp://127.0.0.1:{}", free_port());
+    let backend = format!("tcp://127.0.0.1:{}", free_port());
+    let mut broker = start_broker_on("lb", &frontend, &backend, &[]);
+    let _worker = start_lb_worker(&backend, "w1", "1000", &[]);
+    broker.wait_log("worker w1 (", SOON);
+    broker.signal(libc::SIGKILL);
+    assert!(broker.wait_exit(SOON).is_some());
+    // Back at once: well within the 3 s the worker needs to find it silent.
+    let broker = start_broker_on("lb", &frontend, &backend, &[]);
+    broker.wait_log("worker w1 (", SOON);
+    let mut client = Proc::start(
+        BROKER_CLIENT,
+        &["--connect", &frontend, "--count", "1", "--timeout-ms", "0"],
+    );
+    client.expect_exit(0, SOON);
+}
+
+#[test]
+fn defect_9_log_lines_count_in_words() {
+    let (mut broker, frontend, backend) = start_broker("lb", &[]);
+    broker.wait_log("load-balancing (lb) mode: frontend ROUTER on", SOON);
+    let mut worker = start_lb_worker(&backend, "w", "1000", &[]);
+    broker.wait_log("worker w (", SOON);
+    let mut client = Proc::start(
+        BROKER_CLIENT,
+        &["--connect", &frontend, "--count", "1", "--timeout-ms", "0"],
+    );
+    client.expect_exit(0, SOON);
+    broker.wait_log("1 request in, 1 reply out in the last", SOON);
+    worker.signal(libc::SIGTERM);
+    worker.expect_exit(0, SOON);
+    worker.wait_log("served 1 request", SOON);
+    assert!(lines_with(&worker, "served 1 requests").is_empty());
+    broker.signal(libc::SIGTERM);
+    broker.expect_exit(0, SOON);
+    broker.wait_log("stopped: 1 request in, 1 reply out, 0 dropped", SOON);
+
+    let (broker, _, _) = start_broker("proxy", &[]);
+    broker.wait_log("proxy mode: frontend ROUTER on", SOON);
 }
 
 #[test]

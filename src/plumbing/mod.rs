@@ -9,6 +9,7 @@
 //! | [`endpoint`] | checks `--bind`/`--connect` values before libzmq sees them |
 //! | [`listener`] | hardening of a socket that binds, in one call: limits, linger, the monitor |
 //! | [`monitor`] | logs the peers libzmq refuses (bad handshakes, oversize messages) |
+//! | [`connection`] | what becomes of a connecting socket's connection: up, refused, lost |
 //! | [`logging`] | one log line per event, naming the role and the replica |
 //! | [`output`] | buffered stdout/stderr, flushed every 100 ms and at exit, never waiting for a reader |
 //! | [`shutdown`] | Ctrl-C and SIGTERM stop every role within a second |
@@ -18,6 +19,7 @@
 
 pub mod child;
 pub mod cli;
+pub mod connection;
 pub mod endpoint;
 pub mod exit;
 pub mod limits;
