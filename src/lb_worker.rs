@@ -102,9 +102,12 @@ pub fn run(
         let wake = job.as_ref().map_or(broker.next_wake(), |job| {
             job.done_at.min(broker.next_wake())
         });
+        // Rounded up: rounded down, the last fraction of a millisecond of
+        // work would be spent polling in a busy loop.
         let timeout = wake
             .saturating_duration_since(now)
-            .as_millis()
+            .as_micros()
+            .div_ceil(1000)
             .min(CHECK_INTERVAL_MS as u128) as i64;
         let mut items = [
             broker.socket.as_poll_item(zmq::POLLIN),

@@ -339,7 +339,11 @@ pub fn run(
             backend.as_poll_item(zmq::POLLIN),
         ];
         let until_heartbeat = next_heartbeat.saturating_duration_since(Instant::now());
-        let timeout = until_heartbeat.as_millis().min(CHECK_INTERVAL_MS as u128) as i64;
+        // Rounded up, not to spin through the last fraction of a millisecond.
+        let timeout = until_heartbeat
+            .as_micros()
+            .div_ceil(1000)
+            .min(CHECK_INTERVAL_MS as u128) as i64;
         match zmq::poll(&mut items, timeout) {
             Ok(_) | Err(zmq::Error::EINTR) => {}
             Err(error) => return Err(error),
