@@ -7,12 +7,14 @@
 //! 1. connect; once the connection is up, send READY with its name;
 //! 2. receive `[client, "", body]`, work, and send back `[client, "", reply]`:
 //!    the envelope, kept as it came, is the reply's return address;
-//! 3. send a HEARTBEAT every `--heartbeat-ms`, working or not; the broker
-//!    sends its own;
+//! 3. send a HEARTBEAT every `--heartbeat-ms` while connected, working or
+//!    not; the broker sends its own;
 //! 4. after 3 intervals without a word from the broker, wait (1 s, doubling
-//!    up to 32 s), then open a new socket (Paranoid Pirate): a connection
-//!    to a broker host that vanished without closing it would otherwise be
-//!    waited on forever. Hearing from the broker meanwhile cancels that.
+//!    up to 32 s), then open a new socket (Paranoid Pirate). libzmq
+//!    reconnects a closed connection by itself, but a connection to a
+//!    broker host that vanished without closing it would otherwise be
+//!    waited on until TCP gives up, many minutes later. Hearing from the
+//!    broker meanwhile cancels the new socket.
 //!
 //! Work never silences the worker. The loop below is the heart of it: one
 //! `zmq::poll` wakes it for a message, a heartbeat due, or the end of the
@@ -96,6 +98,7 @@ pub fn run(
     let mut job: Option<Job> = None;
     let mut queued: VecDeque<Vec<Vec<u8>>> = VecDeque::new();
     let mut replies = 0u64;
+    let mut dropped_while_busy = 0u64;
 
     'serving: while !shutdown.requested() {
         let now = Instant::now();
@@ -136,11 +139,15 @@ pub fn run(
                     );
                     queued.push_back(frames);
                 } else {
-                    warn!(
-                        "request from client {} dropped: {} already queued while busy",
-                        frames.first().map_or_else(String::new, |id| hex(id)),
-                        Count::new(MAX_QUEUED as u64, "request")
-                    );
+                    dropped_while_busy += 1;
+                    if dropped_while_busy == 1 {
+                        warn!(
+                            "request from client {} dropped: {} already queued while busy \
+                             (more are only counted)",
+                            frames.first().map_or_else(String::new, |id| hex(id)),
+                            Count::new(MAX_QUEUED as u64, "request")
+                        );
+                    }
                 }
             }
         }
@@ -157,6 +164,11 @@ pub fn run(
                 if faults.hang_if_due(replies, shutdown) {
                     break;
                 }
+            } else if dropped_while_busy > 0 {
+                warn!(
+                    "{} dropped while busy, the queue full",
+                    Count::new(std::mem::take(&mut dropped_while_busy), "request")
+                );
             }
         }
         broker.tick(now, job.is_some())?;

@@ -250,7 +250,7 @@ fn lb_broker_forgets_a_hung_worker_after_three_silent_heartbeats() {
             "1000",
         ],
     );
-    hung.wait_log("hanging after 1 replies", SOON);
+    hung.wait_log("hanging after 1 reply ", SOON);
     let expired = broker.wait_log(" expired", SOON);
     assert!(expired.contains("worker hung ("), "{expired}");
     assert!(
