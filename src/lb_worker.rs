@@ -28,9 +28,10 @@
 //! freezes the whole loop instead, heartbeats included: a stuck process,
 //! which the broker notices.
 //!
-//! The broker may have restarted, or forgotten the worker while it could not
-//! hear it: the worker sends READY again on every new connection and when
-//! the broker answers after a silence, but only while it holds no request
+//! The broker may have restarted, or forgotten the worker while one could
+//! not hear the other: the worker sends READY again on every new
+//! connection, when the broker answers after a silence, and after a pause
+//! of its own (a stopped process), but only while it holds no request
 //! from that broker, since READY means "idle" (see [`crate::protocol`]). A
 //! request that arrives while the worker is busy (a broker that restarted
 //! and took the worker for idle) is queued behind the current one.
@@ -230,6 +231,9 @@ struct Broker {
     /// When a new socket is due, once the broker was found silent.
     reconnect_at: Option<Instant>,
     backoff: Backoff,
+    /// The previous tick: a long gap means this process was stopped
+    /// (SIGSTOP, `docker pause`) or starved, and silent meanwhile.
+    last_tick: Instant,
 }
 
 impl Broker {
@@ -253,6 +257,7 @@ impl Broker {
             owes_ready: false,
             reconnect_at: None,
             backoff: Backoff::new(),
+            last_tick: now,
         })
     }
 
@@ -343,6 +348,11 @@ impl Broker {
     /// Heartbeats, the READY owed, and liveness. `holding`: the worker
     /// holds a request from this broker, so it is not idle.
     fn tick(&mut self, now: Instant, holding: bool) -> anyhow::Result<()> {
+        let expiry = protocol::expiry(self.heartbeat);
+        if now.duration_since(std::mem::replace(&mut self.last_tick, now)) > expiry {
+            // Silent that long, this worker may have been forgotten.
+            self.owes_ready = true;
+        }
         let up = self.watch.is_up();
         if now >= self.next_heartbeat {
             // Only on a live connection: heartbeats queued while there is
@@ -360,7 +370,6 @@ impl Broker {
             }
         }
 
-        let expiry = protocol::expiry(self.heartbeat);
         if let Some(since) = self.up_since {
             if !self.heard_heartbeat && !self.told_not_lb && now.duration_since(since) > expiry {
                 self.told_not_lb = true;

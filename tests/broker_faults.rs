@@ -537,3 +537,15 @@ fn lb_broker_takes_a_worker_known_by_its_heartbeats_and_learns_its_name_from_rea
     worker.send_multipart([&[READY][..], b"late"], 0).unwrap();
     broker.wait_log("worker late (", SOON);
 }
+
+#[test]
+fn defect_9_lb_worker_paused_for_a_while_announces_its_name_again() {
+    let (broker, _frontend, backend) = start_broker("lb", &["--heartbeat-ms", "200"]);
+    let mut worker = start_lb_worker(&backend, "w", "200", &[]);
+    broker.wait_log("worker w (", SOON);
+    // Stopped (as `docker pause` does) long enough to be forgotten.
+    worker.signal(libc::SIGSTOP);
+    broker.wait_log(" expired", SOON);
+    worker.signal(libc::SIGCONT);
+    broker.wait_log_count(") ready", 2, SOON);
+}
