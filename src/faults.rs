@@ -3,12 +3,15 @@
 //! `--crash-after N` ends the process with exit code 3 right after its Nth
 //! reply, as a crash would (the reply itself still goes out). `--hang-after N`
 //! keeps the process alive but never answers again, the harder failure: the
-//! TCP connection stays up, so only a client-side timeout can notice it.
+//! TCP connection stays up, so only a timeout can notice it: the client's,
+//! or, for `worker --mode lb`, the broker's (a hung worker stops
+//! heartbeating too).
 
 use clap::Args;
 use tracing::warn;
 
 use crate::plumbing::exit::SimulatedCrash;
+use crate::plumbing::logging::Count;
 use crate::plumbing::shutdown::Shutdown;
 
 /// The fault options of `reqrep_server` and `worker`.
@@ -31,7 +34,10 @@ impl Faults {
         if self.hang_after != Some(replies) {
             return false;
         }
-        warn!("hanging after {replies} replies (--hang-after): alive, but answering no more");
+        warn!(
+            "hanging after {} (--hang-after): alive, but answering no more",
+            Count::irregular(replies, "reply", "replies")
+        );
         shutdown.wait();
         true
     }
@@ -40,7 +46,10 @@ impl Faults {
     /// simulated crash once it is due; the caller returns it as its error.
     pub fn crash_if_due(&self, replies: u64) -> Result<(), SimulatedCrash> {
         if self.crash_after == Some(replies) {
-            warn!("crashing after {replies} replies (--crash-after)");
+            warn!(
+                "crashing after {} (--crash-after)",
+                Count::irregular(replies, "reply", "replies")
+            );
             return Err(SimulatedCrash {
                 after_replies: replies,
             });

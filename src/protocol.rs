@@ -4,22 +4,36 @@
 //!
 //! The worker's socket is a DEALER connected to the broker's backend ROUTER,
 //! so the broker sees every message with the worker's identity in front, and
-//! the worker sees the broker's messages without it. Control messages are a
-//! single one-byte frame, which can never be taken for a request or a reply:
-//! those always have at least three frames (address, empty delimiter, body).
+//! the worker sees the broker's messages without it. A control message is
+//! one frame, or two for READY, and its first frame is a single byte: it can
+//! never be taken for a request or a reply, which always have at least three
+//! frames (address, empty delimiter, body).
 //!
 //! ```text
-//! worker → broker   READY       [0x01, name]        "I am idle" (first message)
+//! worker → broker   READY       [0x01, name]        "I am idle, and my name is"
 //! worker → broker   HEARTBEAT   [0x02]              "I am alive" (every interval)
 //! worker → broker   reply       [client, "", body]  the envelope it was given
 //! broker → worker   HEARTBEAT   [0x02]              "I am alive" (every interval)
 //! broker → worker   request     [client, "", body]  work to do
 //! ```
 //!
-//! Liveness: each side sends a HEARTBEAT every `--heartbeat-ms` and counts
-//! the other side dead after [`MISSED_HEARTBEATS`] intervals without hearing
-//! anything from it (any message counts). The broker then forgets the worker;
-//! the worker opens a new socket and announces itself again, waiting longer
+//! A client's REQ with ZMQ_REQ_CORRELATE adds a request id frame, so the
+//! envelope is `[client, request id, ""]`; the worker returns it whole, and
+//! the broker forwards a reply only from the worker that holds a request
+//! with that very envelope.
+//!
+//! READY means the worker holds no request from this broker: the worker
+//! sends it on every new connection (the broker may be a new process) and
+//! when the broker answers after a silence (it may have forgotten the
+//! worker), but never while it holds a request. A broker that hears a
+//! HEARTBEAT from a worker it does not know takes it in, idle and nameless,
+//! until its READY names it.
+//!
+//! Liveness: each side sends a HEARTBEAT every `--heartbeat-ms`, the worker
+//! while it works too, and counts the other side dead after
+//! [`MISSED_HEARTBEATS`] intervals without hearing anything from it (any
+//! message counts). The broker then gives the worker no more work; the
+//! worker opens a new socket and announces itself again, waiting longer
 //! before each new attempt ([`Backoff`]).
 
 use std::time::Duration;

@@ -19,11 +19,14 @@
 //! Two modes, one file each under `src/broker/`:
 //! - `--mode proxy` (default, `proxy.rs`): ROUTER frontend + DEALER backend,
 //!   what `zmq::proxy` does. The DEALER hands requests to connected workers in
-//!   turn, whether they are fast, slow or dead. Any REP worker will do.
+//!   turn, fast or slow. A worker that crashes leaves the turn when its
+//!   connection closes (losing the requests it held); a hung one keeps its
+//!   connection, so it keeps getting its share. Any REP worker will do.
 //! - `--mode lb` (`lb.rs`): ROUTER on both sides. Workers (`worker --mode lb`)
 //!   announce themselves with READY, each request goes to the worker idle the
-//!   longest, and heartbeats both ways find dead workers. The frames of that
-//!   protocol are documented in `src/protocol.rs`:
+//!   longest, only the worker holding a request may answer it, and heartbeats
+//!   both ways find dead and hung workers. The frames of that protocol are
+//!   documented in `src/protocol.rs`:
 //!
 //! ```text
 //! worker → broker   READY       [0x01, name]
@@ -108,9 +111,20 @@ fn run(args: &Args) -> anyhow::Result<()> {
         Mode::Proxy => zmq::DEALER,
         Mode::Lb => zmq::ROUTER,
     })?;
-    for (socket, kind) in [(&frontend, "frontend"), (&backend, "backend")] {
+    // What a peer refused by the backend most likely is, and the fix.
+    let refused_hint = match args.mode {
+        Mode::Proxy => None,
+        Mode::Lb => Some(
+            "a plain REP worker cannot join an lb broker's ROUTER backend: start the workers \
+             with --mode lb",
+        ),
+    };
+    for (socket, kind, hint) in [
+        (&frontend, "frontend", None),
+        (&backend, "backend", refused_hint),
+    ] {
         // Hardening, one step (src/plumbing/listener.rs): limits, linger, a monitor.
-        listener::harden(&ctx, socket, kind, &args.limit)?;
+        listener::harden_with_hint(&ctx, socket, kind, &args.limit, hint)?;
         if socket.get_socket_type()? == zmq::ROUTER {
             // Report a message for a peer that is gone instead of dropping it silently.
             socket.set_router_mandatory(true)?;
@@ -122,15 +136,13 @@ fn run(args: &Args) -> anyhow::Result<()> {
     backend
         .bind(&args.backend)
         .map_err(UsageError::at("--backend", &args.backend))?;
+    let (mode, backend_type) = match args.mode {
+        Mode::Proxy => ("proxy", "DEALER"),
+        Mode::Lb => ("load-balancing (lb)", "ROUTER"),
+    };
     info!(
-        "{:?} mode: frontend ROUTER on {}, backend {} on {}",
-        args.mode,
+        "{mode} mode: frontend ROUTER on {}, backend {backend_type} on {}",
         last_endpoint(&frontend),
-        if args.mode == Mode::Proxy {
-            "DEALER"
-        } else {
-            "ROUTER"
-        },
         last_endpoint(&backend)
     );
 

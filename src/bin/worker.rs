@@ -15,28 +15,33 @@
 //! Two modes:
 //! - plain (default): a REP socket, exactly `reqrep_server` with `connect`
 //!   instead of `bind`. The loop is below. The broker's DEALER backend hands
-//!   it requests in turn, like the course's Python worker.
+//!   it requests in turn, like the course's Python worker. A REP cannot talk
+//!   to the ROUTER backend of `broker --mode lb`: libzmq refuses the
+//!   connection during the handshake, and the worker says so.
 //! - `--mode lb`: a DEALER that speaks the load-balancing broker's protocol
-//!   (READY, heartbeats, reconnection with back-off); see `src/lb_worker.rs`.
-//!   Use it with `broker --mode lb`.
+//!   (READY, heartbeats, also while working, reconnection with back-off);
+//!   see `src/lb_worker.rs`. Use it with `broker --mode lb`.
 //!
 //! `--crash-after N` and `--hang-after N` make it die or freeze, for the
-//! "what if a server dies?" experiment.
+//! "what if a server dies?" experiment. Stopped (Ctrl-C, SIGTERM) in the
+//! middle of `--work-ms`, a worker sends no reply: the work was not done.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
-use tracing::info;
+use tracing::{info, warn};
 
 use zmq_reqrep::LINGER_MS;
 use zmq_reqrep::faults::Faults;
 use zmq_reqrep::lb_worker;
 use zmq_reqrep::payload::show_frames;
 use zmq_reqrep::plumbing::cli::{NameArg, ReplyArgs};
+use zmq_reqrep::plumbing::connection::{Change, Watch};
 use zmq_reqrep::plumbing::endpoint;
 use zmq_reqrep::plumbing::exit::{self, UsageError};
+use zmq_reqrep::plumbing::logging::Count;
 use zmq_reqrep::plumbing::shutdown::{CHECK_INTERVAL_MS, Shutdown};
 
 /// Which broker the worker is for.
@@ -102,21 +107,30 @@ fn run(args: &Args) -> anyhow::Result<()> {
         }
         Mode::Plain => {
             // The same REP loop as reqrep_server; only `connect` differs.
+            // (`watch` is declared first so that it is dropped last, after
+            // the socket it watches.)
+            let mut watch;
             let socket = ctx.socket(zmq::REP)?;
             socket.set_linger(LINGER_MS)?;
             socket.set_rcvtimeo(CHECK_INTERVAL_MS)?; // wake up to notice Ctrl-C
+            watch = Watch::new(&ctx, &socket)?; // says so if the broker refuses a REP
             socket
                 .connect(&args.connect)
                 .map_err(UsageError::at("--connect", &args.connect))?;
             info!("REP worker connecting to {}", args.connect);
 
             let mut replies = 0u64;
-            while let Some(request) = shutdown.recv_multipart(&socket)? {
+            while let Some(request) = next_request(&socket, &mut watch, &shutdown, &args.connect)? {
                 info!("request {}", show_frames(&request));
                 if args.faults.hang_if_due(replies, &shutdown) {
                     break;
                 }
-                shutdown.sleep(work);
+                if !shutdown.sleep(work) {
+                    // Stopped before the work was done: no reply, rather
+                    // than one that pretends it was.
+                    info!("stopped mid-request; no reply sent");
+                    break;
+                }
                 socket.send_multipart(reply.to(&request), 0)?;
                 replies += 1;
                 args.faults.crash_if_due(replies)?;
@@ -124,6 +138,33 @@ fn run(args: &Args) -> anyhow::Result<()> {
             replies
         }
     };
-    info!("served {replies} requests");
+    info!("served {}", Count::new(replies, "request"));
     Ok(())
+}
+
+/// The next request for the REP worker, or `None` once a stop is asked
+/// for. Meanwhile, says once if the broker refused the connection: a REP
+/// cannot talk to the ROUTER backend of `broker --mode lb`, and libzmq
+/// then gives up without a word.
+fn next_request(
+    socket: &zmq::Socket,
+    watch: &mut Watch,
+    shutdown: &Shutdown,
+    endpoint: &str,
+) -> zmq::Result<Option<Vec<Vec<u8>>>> {
+    while !shutdown.requested() {
+        if watch.changes().contains(&Change::Refused) {
+            warn!(
+                "the broker at {endpoint} refused this REP worker during the ZeroMQ handshake: \
+                 a REP worker can join a broker whose backend is a DEALER (--mode proxy); for a \
+                 broker started with --mode lb, start this worker with --mode lb"
+            );
+        }
+        match socket.recv_multipart(0) {
+            Ok(frames) => return Ok(Some(frames)),
+            Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => {}
+            Err(other) => return Err(other),
+        }
+    }
+    Ok(None)
 }

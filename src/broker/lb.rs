@@ -11,11 +11,25 @@
 //! - a worker joins by sending READY and goes to the back of the idle queue;
 //! - a request goes to the worker at the front, the one idle the longest
 //!   (a FIFO queue, so work spreads evenly; a stack would wear out one worker);
-//! - its reply puts the worker at the back of the queue again;
+//! - the broker remembers the envelope of the request each busy worker
+//!   holds, and forwards a reply only from the worker holding a request with
+//!   that very envelope (client identity, and the request id a REQ with
+//!   ZMQ_REQ_CORRELATE adds), which puts the worker at the back of the idle
+//!   queue again; a duplicate, stale or forged reply is dropped, never taken
+//!   for the answer to another request;
 //! - while no worker is idle, the frontend is not read at all: requests wait
-//!   in the clients' own queues (back-pressure), not in an unbounded list here;
-//! - heartbeats both ways, every `--heartbeat-ms`: a worker not heard from for
-//!   3 intervals is forgotten, and so is one whose connection is gone.
+//!   in libzmq's queues inside the broker (the frontend ROUTER's pipe for each
+//!   client connection, up to its receive high-water mark), and behind those
+//!   in TCP buffers and the clients' own send queues: back-pressure, not an
+//!   unbounded list here. A request that no idle worker could take after all
+//!   (gone, or not reading) is held, and the frontend is not read until a
+//!   worker is idle again: the broker never drops a request it could keep;
+//! - heartbeats both ways, every `--heartbeat-ms`; a worker keeps sending
+//!   them while it works. One not heard from for 3 intervals expires: an
+//!   idle one is forgotten; a busy one gets no more work, but the broker
+//!   keeps its envelope, because the request *may* still be answered, until
+//!   its connection closes (which the broker learns when a heartbeat to it
+//!   is refused): only then is the request certainly lost.
 //!
 //! The frames on the wire are described in [`crate::protocol`].
 
@@ -25,9 +39,10 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::{
-    BURST, Refused, Traffic, deliver_reply, next_request, peer_of, recv_message, send_message,
+    BURST, Problem, Refused, Traffic, deliver_reply, next_request, peer_of, recv_message,
+    send_message,
 };
-use crate::envelope::hex;
+use crate::envelope::{body_start, hex};
 use crate::payload::{show, text};
 use crate::plumbing::shutdown::{CHECK_INTERVAL_MS, Shutdown};
 use crate::protocol::{self, Frames, HEARTBEAT, MISSED_HEARTBEATS};
@@ -39,13 +54,35 @@ pub struct Options {
     pub heartbeat: Duration,
 }
 
+/// A request as it came from the frontend: `[client, ..., "", body...]`.
+type Request = Vec<zmq::Message>;
+
 /// A worker the broker knows, keyed by its identity.
 #[derive(Debug)]
 struct Worker {
-    name: String,
+    /// From its READY; `None` while it is known by its heartbeats only.
+    name: Option<String>,
     last_heard: Instant,
-    /// Serving a request (so not in the idle queue).
-    busy: bool,
+    /// The envelope (every frame up to the empty delimiter) of the request
+    /// it holds; `None` while idle.
+    holds: Option<Vec<Vec<u8>>>,
+    /// Expired while holding a request: it gets no work, but a reply it
+    /// still sends for that request is delivered.
+    silent: bool,
+}
+
+impl Worker {
+    fn holds_envelope_of<F: std::ops::Deref<Target = [u8]>>(&self, reply: &[F]) -> bool {
+        let (Some(held), Some(body)) = (&self.holds, body_start(reply)) else {
+            return false;
+        };
+        held.len() == body && held.iter().zip(reply).all(|(a, b)| a[..] == b[..])
+    }
+}
+
+/// The client a held envelope came from, for log lines.
+fn client_of(envelope: &[Vec<u8>]) -> String {
+    envelope.first().map_or_else(String::new, |id| hex(id))
 }
 
 /// The workers and the queue of idle ones, least recently used first.
@@ -57,72 +94,216 @@ struct Workers {
 
 impl Workers {
     fn label(&self, id: &[u8]) -> String {
-        match self.known.get(id) {
-            Some(worker) if !worker.name.is_empty() => format!("{} ({})", worker.name, hex(id)),
-            _ => hex(id),
+        match self.known.get(id).and_then(|worker| worker.name.as_deref()) {
+            Some(name) => format!("{name} ({})", hex(id)),
+            None => hex(id),
         }
     }
 
-    /// Records news from a known worker; `false` if the worker is unknown.
-    fn heard(&mut self, id: &[u8], now: Instant) -> bool {
-        match self.known.get_mut(id) {
-            Some(worker) => {
-                worker.last_heard = now;
-                true
-            }
-            None => false,
+    /// Records news from a worker; `None` if the worker is unknown. A
+    /// worker that had expired while busy is trusted again.
+    fn heard(&mut self, id: &[u8], now: Instant) -> Option<&mut Worker> {
+        let label = self.label(id);
+        let worker = self.known.get_mut(id)?;
+        worker.last_heard = now;
+        if worker.silent {
+            worker.silent = false;
+            info!(
+                "worker {label} is heard from again, still holding the request from client {}",
+                worker.holds.as_deref().map(client_of).unwrap_or_default()
+            );
         }
+        Some(worker)
     }
 
-    /// Lets a worker join, idle, on its READY (`ready` is its name) or on a
-    /// HEARTBEAT (`None`): after a broker restart, the running workers'
-    /// first messages are heartbeats, their READY went to the old broker.
-    /// Replies and malformed messages never make a peer a worker.
-    fn join(&mut self, id: &[u8], ready: Option<&[u8]>, now: Instant) {
-        if self.heard(id, now) {
-            return;
-        }
-        let how = match ready {
-            Some(_) => "ready",
-            None => "rejoined (it announced itself to an earlier broker)",
-        };
+    /// READY: the worker is idle and tells its name. It joins, or is named
+    /// if it was known by its heartbeats only. A READY from a worker that
+    /// holds a request means it has dropped that request (it restarted).
+    fn ready(&mut self, id: &[u8], name: &[u8], now: Instant) {
         // The name comes from the network: escaped, it cannot carry
         // terminal control sequences into the log.
-        let name = ready.map(|name| text(name).to_string()).unwrap_or_default();
+        let name = text(name).to_string();
+        let Some(worker) = self.heard(id, now) else {
+            self.known.insert(
+                id.to_vec(),
+                Worker {
+                    name: Some(name),
+                    last_heard: now,
+                    holds: None,
+                    silent: false,
+                },
+            );
+            self.idle.push_back(id.to_vec());
+            info!("worker {} ready", self.label(id));
+            return;
+        };
+        let renamed = worker.name.as_deref() != Some(name.as_str());
+        worker.name = Some(name);
+        let dropped = worker.holds.take();
+        if let Some(envelope) = dropped {
+            self.idle.push_back(id.to_vec());
+            warn!(
+                "worker {} announced itself idle while holding a request from client {}: that \
+                 request is lost (a client with a timeout resends it)",
+                self.label(id),
+                client_of(&envelope)
+            );
+        } else if renamed {
+            info!("worker {} ready", self.label(id));
+        }
+    }
+
+    /// HEARTBEAT: news from a known worker. An unknown one joins, idle:
+    /// after a broker restart, a running worker's READY went to the old
+    /// broker, and its heartbeats may come before its next READY.
+    fn heartbeat(&mut self, id: &[u8], now: Instant) {
+        if self.heard(id, now).is_some() {
+            return;
+        }
         self.known.insert(
             id.to_vec(),
             Worker {
-                name,
+                name: None,
                 last_heard: now,
-                busy: true,
+                holds: None,
+                silent: false,
             },
         );
-        info!("worker {} {how}", self.label(id));
-        self.set_idle(id);
+        self.idle.push_back(id.to_vec());
+        info!(
+            "worker {} rejoined on its heartbeat (it announced itself to an earlier broker); \
+             its name comes with its next READY",
+            hex(id)
+        );
     }
 
-    /// Puts a busy worker at the back of the idle queue.
-    fn set_idle(&mut self, id: &[u8]) {
-        if let Some(worker) = self.known.get_mut(id) {
-            if worker.busy {
-                worker.busy = false;
-                self.idle.push_back(id.to_vec());
+    /// A reply from worker `id`: `true` if it answers the request that
+    /// worker holds, which makes the worker idle again.
+    fn answered<F: std::ops::Deref<Target = [u8]>>(
+        &mut self,
+        id: &[u8],
+        reply: &[F],
+        now: Instant,
+    ) -> bool {
+        let label = self.label(id);
+        let Some(worker) = self.known.get_mut(id) else {
+            return false;
+        };
+        worker.last_heard = now;
+        if !worker.holds_envelope_of(reply) {
+            return false;
+        }
+        let envelope = worker.holds.take().unwrap_or_default();
+        if std::mem::take(&mut worker.silent) {
+            info!(
+                "worker {label} answered after all: the reply for client {} is delivered",
+                client_of(&envelope)
+            );
+        }
+        self.idle.push_back(id.to_vec());
+        true
+    }
+
+    /// Expires the workers silent for longer than `expiry`.
+    fn expire_silent(&mut self, now: Instant, expiry: Duration, heartbeat: Duration) {
+        let why = || {
+            format!(
+                "silent for {:.1} s ({MISSED_HEARTBEATS} heartbeats of {} ms)",
+                expiry.as_secs_f64(),
+                heartbeat.as_millis()
+            )
+        };
+        let silent: Vec<Vec<u8>> = self
+            .known
+            .iter()
+            .filter(|(_, w)| !w.silent && now.duration_since(w.last_heard) > expiry)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in silent {
+            let label = self.label(&id);
+            let Some(worker) = self.known.get_mut(&id) else {
+                continue;
+            };
+            match &worker.holds {
+                None => {
+                    self.forget(&id);
+                    warn!("worker {label} expired: {}", why());
+                }
+                Some(envelope) => {
+                    worker.silent = true;
+                    warn!(
+                        "worker {label} expired: {} while holding a request from client {}, \
+                         which may be lost (a client with a timeout resends it); its reply is \
+                         still delivered if it comes",
+                        why(),
+                        client_of(envelope)
+                    );
+                }
             }
         }
     }
 
-    /// Forgets a dead worker, saying why.
-    fn expire(&mut self, id: &[u8], why: &str) {
+    /// The worker's connection is closed (the backend refused to send to
+    /// it): forgets it, and says whether a request went with it.
+    fn gone(&mut self, id: &[u8]) {
         let label = self.label(id);
-        if let Some(worker) = self.known.remove(id) {
-            self.idle.retain(|idle| idle != id);
-            let lost = if worker.busy {
-                "; its request is lost, and the client will resend it"
-            } else {
-                ""
-            };
-            warn!("worker {label} expired: {why}{lost}");
+        match self.forget(id).and_then(|worker| worker.holds) {
+            Some(envelope) => warn!(
+                "worker {label} expired: its connection is closed; the request it held from \
+                 client {} is lost (a client with a timeout resends it)",
+                client_of(&envelope)
+            ),
+            None => warn!("worker {label} expired: its connection is closed"),
         }
+    }
+
+    fn forget(&mut self, id: &[u8]) -> Option<Worker> {
+        let worker = self.known.remove(id)?;
+        if worker.holds.is_none() {
+            self.idle.retain(|idle| idle != id);
+        }
+        Some(worker)
+    }
+
+    /// Hands `request` to the idle worker waiting longest. Gives the request
+    /// back if no idle worker can take it: every one turned out to be gone,
+    /// or not reading its queue.
+    fn dispatch(
+        &mut self,
+        backend: &zmq::Socket,
+        mut request: Request,
+        traffic: &mut Traffic,
+    ) -> Result<(), Request> {
+        let body = body_start(&request).unwrap_or(request.len());
+        let envelope: Vec<Vec<u8>> = request[..body].iter().map(|frame| frame.to_vec()).collect();
+        for _ in 0..self.idle.len() {
+            let Some(id) = self.idle.pop_front() else {
+                break;
+            };
+            match send_message(backend, Some(&id), request) {
+                Ok(()) => {
+                    if let Some(worker) = self.known.get_mut(&id) {
+                        worker.holds = Some(envelope);
+                    }
+                    return Ok(());
+                }
+                Err((Refused::NoSuchPeer, back)) => {
+                    self.gone(&id);
+                    request = back;
+                }
+                Err((Refused::Busy, back)) => {
+                    traffic.warnings.warn(Problem::WorkerNotReading, || {
+                        format!(
+                            "worker {} is idle but not reading its queue; trying another",
+                            self.label(&id)
+                        )
+                    });
+                    self.idle.push_back(id);
+                    request = back;
+                }
+            }
+        }
+        Err(request)
     }
 }
 
@@ -142,20 +323,27 @@ pub fn run(
     let mut workers = Workers::default();
     let expiry = protocol::expiry(options.heartbeat);
     let mut next_heartbeat = Instant::now() + options.heartbeat;
+    // A request no idle worker could take; while there is one, the
+    // frontend is not read.
+    let mut held: Option<Request> = None;
 
     while !shutdown.requested() {
         // Back-pressure: read requests only while some worker is idle.
-        let front_events = if workers.idle.is_empty() {
-            zmq::PollEvents::empty()
-        } else {
+        let front_events = if held.is_none() && !workers.idle.is_empty() {
             zmq::POLLIN
+        } else {
+            zmq::PollEvents::empty()
         };
         let mut items = [
             frontend.as_poll_item(front_events),
             backend.as_poll_item(zmq::POLLIN),
         ];
         let until_heartbeat = next_heartbeat.saturating_duration_since(Instant::now());
-        let timeout = until_heartbeat.as_millis().min(CHECK_INTERVAL_MS as u128) as i64;
+        // Rounded up, not to spin through the last fraction of a millisecond.
+        let timeout = until_heartbeat
+            .as_micros()
+            .div_ceil(1000)
+            .min(CHECK_INTERVAL_MS as u128) as i64;
         match zmq::poll(&mut items, timeout) {
             Ok(_) | Err(zmq::Error::EINTR) => {}
             Err(error) => return Err(error),
@@ -164,8 +352,18 @@ pub fn run(
         if items[1].is_readable() {
             from_workers(backend, frontend, &mut workers, &mut traffic)?;
         }
-        if items[0].is_readable() {
-            to_workers(frontend, backend, &mut workers, &mut traffic)?;
+        if let Some(request) = held.take() {
+            let client = request.first().map_or_else(String::new, |id| hex(id));
+            held = match workers.dispatch(backend, request, &mut traffic) {
+                Ok(()) => {
+                    info!("the held request from client {client} went to a worker now idle");
+                    None
+                }
+                Err(request) => Some(request),
+            };
+        }
+        if items[0].is_readable() && held.is_none() {
+            held = to_workers(frontend, backend, &mut workers, &mut traffic)?;
         }
 
         let now = Instant::now();
@@ -173,27 +371,18 @@ pub fn run(
             send_heartbeats(backend, &mut workers);
             next_heartbeat = now + options.heartbeat;
         }
-        let silent: Vec<Vec<u8>> = workers
-            .known
-            .iter()
-            .filter(|(_, worker)| now.duration_since(worker.last_heard) > expiry)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in silent {
-            let why = format!(
-                "silent for {:.1} s ({MISSED_HEARTBEATS} heartbeats of {} ms)",
-                expiry.as_secs_f64(),
-                options.heartbeat.as_millis()
-            );
-            workers.expire(&id, &why);
-        }
-        traffic.maybe_report(now, || {
+        workers.expire_silent(now, expiry, options.heartbeat);
+        traffic.tick(now, || {
             format!(
-                "; {} of {} workers idle",
+                "; idle workers: {} of {}",
                 workers.idle.len(),
                 workers.known.len()
             )
         });
+    }
+    if let Some(request) = held {
+        let client = request.first().map_or_else(String::new, |id| hex(id));
+        info!("a request from client {client} was still held (no idle worker); not served");
     }
     traffic.log_total();
     Ok(traffic)
@@ -213,81 +402,65 @@ fn from_workers(
         let now = Instant::now();
         let id = frames.remove(0).to_vec();
         match protocol::classify(&frames) {
-            Frames::Ready(name) => {
-                workers.join(&id, Some(name), now);
-                // A READY from a worker thought busy: it restarted its socket.
-                workers.set_idle(&id);
-            }
-            Frames::Heartbeat => workers.join(&id, None, now),
-            Frames::Work => {
-                if workers.heard(&id, now) {
-                    workers.set_idle(&id);
-                }
+            Frames::Ready(name) => workers.ready(&id, name, now),
+            Frames::Heartbeat => workers.heartbeat(&id, now),
+            Frames::Work if workers.answered(&id, &frames, now) => {
                 deliver_reply(frontend, frames, traffic);
             }
+            Frames::Work => {
+                let label = workers.label(&id);
+                traffic.drop(Problem::NotHeld, || {
+                    format!(
+                        "reply from worker {label} at {} for client {} dropped: that worker \
+                         holds no request with this envelope (a duplicate, stale or forged reply)",
+                        peer_of(&mut frames),
+                        frames.first().map_or_else(String::new, |id| hex(id))
+                    )
+                });
+            }
             Frames::Malformed => {
-                traffic.dropped += 1;
                 workers.heard(&id, now);
-                let first = frames
-                    .first()
-                    .map_or_else(String::new, |frame| show(frame).to_string());
-                warn!(
-                    "worker {} from {} sent a message that is neither READY, HEARTBEAT nor a \
-                     reply with an envelope ({} frames, first {first}); dropped",
-                    workers.label(&id),
-                    peer_of(&mut frames),
-                    frames.len()
-                );
+                let label = workers.label(&id);
+                traffic.drop(Problem::Malformed, || {
+                    let first = frames
+                        .first()
+                        .map_or_else(String::new, |frame| show(frame).to_string());
+                    format!(
+                        "worker {label} from {} sent a message that is neither READY, HEARTBEAT \
+                         nor a reply with an envelope ({} frames, first {first}); dropped",
+                        peer_of(&mut frames),
+                        frames.len()
+                    )
+                });
             }
         }
     }
     Ok(())
 }
 
-/// Hands up to [`BURST`] requests to idle workers, least recently used first.
+/// Hands up to [`BURST`] requests to idle workers, least recently used
+/// first. Returns the request no idle worker could take, if any.
 fn to_workers(
     frontend: &zmq::Socket,
     backend: &zmq::Socket,
     workers: &mut Workers,
     traffic: &mut Traffic,
-) -> zmq::Result<()> {
-    for _ in 0..BURST {
-        if workers.idle.is_empty() {
-            break;
-        }
-        let Some(mut request) = next_request(frontend, traffic)? else {
+) -> zmq::Result<Option<Request>> {
+    let mut budget = BURST;
+    while !workers.idle.is_empty() {
+        let Some(request) = next_request(frontend, traffic, &mut budget)? else {
             break;
         };
-        loop {
-            let Some(id) = workers.idle.pop_front() else {
-                traffic.dropped += 1;
-                warn!("request dropped: every idle worker turned out to be gone");
-                break;
-            };
-            match send_message(backend, Some(&id), request) {
-                Ok(()) => {
-                    if let Some(worker) = workers.known.get_mut(&id) {
-                        worker.busy = true;
-                    }
-                    break;
-                }
-                Err((Refused::NoSuchPeer, back)) => {
-                    workers.expire(&id, "its connection is closed");
-                    request = back;
-                }
-                Err((Refused::Busy, _)) => {
-                    traffic.dropped += 1;
-                    warn!(
-                        "request dropped: worker {} is not reading its queue",
-                        workers.label(&id)
-                    );
-                    workers.idle.push_back(id);
-                    break;
-                }
-            }
+        if let Err(request) = workers.dispatch(backend, request, traffic) {
+            let client = request.first().map_or_else(String::new, |id| hex(id));
+            info!(
+                "request from client {client} held: no idle worker could take it; the \
+                 frontend waits until one is idle"
+            );
+            return Ok(Some(request));
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Tells every worker the broker is alive; forgets those whose connection is gone.
@@ -300,6 +473,6 @@ fn send_heartbeats(backend: &zmq::Socket, workers: &mut Workers) {
         }
     }
     for id in gone {
-        workers.expire(&id, "its connection is closed");
+        workers.gone(&id);
     }
 }

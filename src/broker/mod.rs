@@ -13,6 +13,12 @@
 //! Both forward whole multipart messages, never splitting or reordering
 //! frames, count messages (not frames), and log a summary at most once a
 //! second while traffic flows.
+//!
+//! A message the broker cannot use is dropped and counted. The first of
+//! each kind is logged at once, with where it came from; more of the same
+//! kind within a second are only counted, and summed up in one line a
+//! second later. A flood of bad messages thus costs a counter each, not a
+//! log line each: the broker keeps serving everyone else.
 
 pub mod lb;
 pub mod proxy;
@@ -22,25 +28,134 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use crate::envelope::{body_start, hex};
+use crate::plumbing::logging::Count;
 
 /// Messages handled per socket before the loop looks at the other one, so
 /// that a flood on one side cannot starve the other.
 const BURST: usize = 256;
 
-/// How often the broker may log its traffic summary.
+/// How often the broker may log its traffic summary, and each kind of
+/// warning.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 
-/// Message counts, and the once-a-second summary line.
+/// Kinds of problem the broker warns about, each rate-limited on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Problem {
+    /// A request with no empty delimiter frame (frontend).
+    NoDelimiter,
+    /// A reply for a client that is not connected (any more).
+    UnknownClient,
+    /// A reply for a client whose queue is full.
+    ClientNotReading,
+    /// A message from a worker that is no part of the protocol (lb).
+    Malformed,
+    /// A reply from a worker that does not hold that request (lb).
+    NotHeld,
+    /// An idle worker whose queue is full (lb).
+    WorkerNotReading,
+    /// A reply without an envelope (proxy).
+    NoEnvelope,
+}
+
+impl Problem {
+    const ALL: [Problem; 7] = [
+        Problem::NoDelimiter,
+        Problem::UnknownClient,
+        Problem::ClientNotReading,
+        Problem::Malformed,
+        Problem::NotHeld,
+        Problem::WorkerNotReading,
+        Problem::NoEnvelope,
+    ];
+
+    /// What more of them were, for the summary line.
+    fn plural(self) -> &'static str {
+        match self {
+            Problem::NoDelimiter => "requests without an empty delimiter dropped",
+            Problem::UnknownClient => "replies for unknown clients dropped",
+            Problem::ClientNotReading => "replies for clients not reading dropped",
+            Problem::Malformed => "malformed messages from workers dropped",
+            Problem::NotHeld => "replies from workers not holding that request dropped",
+            Problem::WorkerNotReading => "refusals by idle workers not reading their queue",
+            Problem::NoEnvelope => "replies without an envelope dropped",
+        }
+    }
+}
+
+/// One kind's rate limit: open for a second after a line was logged.
+#[derive(Debug, Default, Clone)]
+struct Window {
+    since: Option<Instant>,
+    /// Occurrences since, not logged yet.
+    more: u64,
+    /// The first of those, in full.
+    first: Option<String>,
+}
+
+/// Warnings, at most one line per kind and second (see the module docs).
+#[derive(Debug, Default)]
+struct Warnings {
+    windows: [Window; Problem::ALL.len()],
+}
+
+impl Warnings {
+    /// Logs `line()` now if no warning of this kind was logged in the last
+    /// second; otherwise counts it for the summary (`line` is then built
+    /// only for the first one of the second).
+    fn warn(&mut self, problem: Problem, line: impl FnOnce() -> String) {
+        let window = &mut self.windows[problem as usize];
+        if window.since.is_none() {
+            warn!("{}", line());
+            window.since = Some(Instant::now());
+        } else {
+            if window.first.is_none() {
+                window.first = Some(line());
+            }
+            window.more += 1;
+        }
+    }
+
+    /// Logs the summary of each kind whose second is over (of every kind,
+    /// with `last`: the broker is stopping).
+    fn tick(&mut self, now: Instant, last: bool) {
+        for (problem, window) in Problem::ALL.iter().zip(&mut self.windows) {
+            let Some(since) = window.since else { continue };
+            let elapsed = now.duration_since(since);
+            if elapsed < REPORT_EVERY && !last {
+                continue;
+            }
+            if window.more == 0 {
+                *window = Window::default();
+                continue;
+            }
+            warn!(
+                "{} more {} in the last {:.1} s; the first of them: {}",
+                window.more,
+                problem.plural(),
+                elapsed.as_secs_f64(),
+                window.first.take().unwrap_or_default()
+            );
+            *window = Window {
+                since: Some(now),
+                ..Window::default()
+            };
+        }
+    }
+}
+
+/// Message counts, the once-a-second summary line, and rate-limited warnings.
 #[derive(Debug)]
 pub struct Traffic {
     /// Requests taken from clients.
     pub requests_in: u64,
     /// Replies delivered to clients.
     pub replies_out: u64,
-    /// Messages dropped with a warning (malformed, or for a vanished peer).
+    /// Messages dropped (malformed, unexpected, or for a vanished peer),
+    /// each counted and warned about (at most one line a second per kind).
     pub dropped: u64,
     reported: (u64, u64, u64),
     last_report: Instant,
+    warnings: Warnings,
 }
 
 impl Traffic {
@@ -51,6 +166,7 @@ impl Traffic {
             dropped: 0,
             reported: (0, 0, 0),
             last_report: Instant::now(),
+            warnings: Warnings::default(),
         }
     }
 
@@ -58,17 +174,25 @@ impl Traffic {
         (self.requests_in, self.replies_out, self.dropped)
     }
 
-    /// Logs what changed since the last line, if a second has passed.
-    /// `extra` adds state to the line (idle workers, for instance).
-    fn maybe_report(&mut self, now: Instant, extra: impl FnOnce() -> String) {
+    /// Counts a dropped message and warns about it (rate-limited).
+    fn drop(&mut self, problem: Problem, line: impl FnOnce() -> String) {
+        self.dropped += 1;
+        self.warnings.warn(problem, line);
+    }
+
+    /// Logs what changed since the last line, if a second has passed, and
+    /// the warnings held back. `extra` adds state to the line (idle
+    /// workers, for instance).
+    fn tick(&mut self, now: Instant, extra: impl FnOnce() -> String) {
+        self.warnings.tick(now, false);
         if now.duration_since(self.last_report) < REPORT_EVERY || self.counts() == self.reported {
             return;
         }
         let (requests, replies, _) = self.reported;
         info!(
-            "{} requests in, {} replies out in the last {:.1} s ({} / {} in total, {} dropped){}",
-            self.requests_in - requests,
-            self.replies_out - replies,
+            "{} in, {} out in the last {:.1} s ({} / {} in total, {} dropped){}",
+            Count::new(self.requests_in - requests, "request"),
+            Count::irregular(self.replies_out - replies, "reply", "replies"),
             now.duration_since(self.last_report).as_secs_f64(),
             self.requests_in,
             self.replies_out,
@@ -80,10 +204,13 @@ impl Traffic {
     }
 
     /// The summary logged when the broker stops.
-    fn log_total(&self) {
+    fn log_total(&mut self) {
+        self.warnings.tick(Instant::now(), true);
         info!(
-            "stopped: {} requests in, {} replies out, {} dropped",
-            self.requests_in, self.replies_out, self.dropped
+            "stopped: {} in, {} out, {} dropped",
+            Count::new(self.requests_in, "request"),
+            Count::irregular(self.replies_out, "reply", "replies"),
+            self.dropped
         );
     }
 }
@@ -168,23 +295,30 @@ fn peer_of(frames: &mut [zmq::Message]) -> String {
 
 /// Receives the next client request that has a usable envelope (see
 /// [`crate::envelope`]), counting it. Requests without one are dropped with
-/// a warning: no REP worker could answer them. `Ok(None)` when no request is
-/// queued.
+/// a (rate-limited) warning: no REP worker could answer them. `Ok(None)`
+/// when no request is queued, or once `budget` messages were read: a flood
+/// of bad requests must not keep the loop from its other socket.
 fn next_request(
     frontend: &zmq::Socket,
     traffic: &mut Traffic,
+    budget: &mut usize,
 ) -> zmq::Result<Option<Vec<zmq::Message>>> {
-    while let Some(mut request) = recv_message(frontend)? {
+    while *budget > 0 {
+        let Some(mut request) = recv_message(frontend)? else {
+            break;
+        };
+        *budget -= 1;
         if body_start(&request).is_some() {
             traffic.requests_in += 1;
             return Ok(Some(request));
         }
-        traffic.dropped += 1;
-        warn!(
-            "request from {} dropped: no empty delimiter frame before the body \
-             (a DEALER client must send one; a REQ adds it by itself)",
-            peer_of(&mut request)
-        );
+        traffic.drop(Problem::NoDelimiter, || {
+            format!(
+                "request from {} dropped: no empty delimiter frame before the body \
+                 (a DEALER client must send one; a REQ adds it by itself)",
+                peer_of(&mut request)
+            )
+        });
     }
     Ok(None)
 }
@@ -194,15 +328,14 @@ fn next_request(
 fn deliver_reply(frontend: &zmq::Socket, reply: Vec<zmq::Message>, traffic: &mut Traffic) {
     match send_message(frontend, None, reply) {
         Ok(()) => traffic.replies_out += 1,
-        Err((Refused::NoSuchPeer, reply)) => {
-            traffic.dropped += 1;
-            // ROUTER_MANDATORY said so.
+        // ROUTER_MANDATORY said so.
+        Err((Refused::NoSuchPeer, reply)) => traffic.drop(Problem::UnknownClient, || {
             let client = reply.first().map_or_else(String::new, |frame| hex(frame));
-            warn!("reply for unknown client {client} dropped: that client is gone, or never was");
-        }
-        Err((Refused::Busy, _)) => {
-            traffic.dropped += 1;
-            warn!("reply dropped: the client's queue is full (it is not reading)");
-        }
+            format!("reply for unknown client {client} dropped: that client is gone, or never was")
+        }),
+        Err((Refused::Busy, reply)) => traffic.drop(Problem::ClientNotReading, || {
+            let client = reply.first().map_or_else(String::new, |frame| hex(frame));
+            format!("reply for client {client} dropped: its queue is full (it is not reading)")
+        }),
     }
 }

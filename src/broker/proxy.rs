@@ -12,16 +12,39 @@
 //! looks inside: this is what `zmq::proxy(frontend, backend)` does, written
 //! out so that it can count, log and stop on Ctrl-C.
 //!
-//! Round robin is blind: a slow or dead worker gets its share of requests
-//! anyway. `--mode lb` ([`super::lb`]) fixes that.
+//! Round robin is blind to how workers are doing. A worker that crashes is
+//! dropped from the turn when its connection closes (the requests it held, or
+//! that were queued for it, are lost with it), but a slow or hung one keeps
+//! its connection and keeps getting its share of requests, which queue up
+//! for it (until its queue reaches the high-water mark, when the DEALER
+//! skips it). `--mode lb` ([`super::lb`]) fixes that.
+//!
+//! A DEALER does not tell which peer a message came from, so this loop
+//! cannot check that a reply comes from the worker that got the request, as
+//! the lb broker does: a buggy or hostile worker's duplicate or forged reply
+//! is forwarded to whichever client its envelope names. A REP worker cannot
+//! send one (its socket allows one reply per request, in the request's own
+//! envelope), and a client whose REQ uses ZMQ_REQ_CORRELATE drops a reply
+//! that does not carry its current request id (see `lazy_pirate`). Keeping a
+//! table of the envelopes in flight here would catch duplicates, but not a
+//! reply from the wrong worker, and would cost a lookup per message in the
+//! loop meant to match `zmq::proxy`: this broker does not try.
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use tracing::warn;
 
-use super::{BURST, Traffic, deliver_reply, next_request, peer_of, recv_message, send_message};
+use super::{
+    BURST, Problem, Traffic, deliver_reply, next_request, peer_of, recv_message, send_message,
+};
 use crate::envelope::body_start;
+use crate::payload::text;
 use crate::plumbing::shutdown::{CHECK_INTERVAL_MS, Shutdown};
+use crate::protocol::{self, Frames};
+
+/// How many lb workers' names the broker remembers, to warn once per worker.
+const LB_WORKERS_REMEMBERED: usize = 1024;
 
 /// Forwards between a bound ROUTER `frontend` and a bound DEALER `backend`
 /// until a stop is asked for; returns the message counts.
@@ -34,6 +57,7 @@ pub fn run(
     shutdown: &Shutdown,
 ) -> zmq::Result<Traffic> {
     let mut traffic = Traffic::new();
+    let mut lb_workers = LbWorkers::default();
     // A request the DEALER could not take yet (no worker connected, or all
     // of their queues full). While it waits, the frontend is not read: the
     // clients' requests wait in libzmq's queues, not in ours.
@@ -59,12 +83,12 @@ pub fn run(
             }
         }
         if items[1].is_readable() {
-            forward_replies(backend, frontend, &mut traffic)?;
+            forward_replies(backend, frontend, &mut traffic, &mut lb_workers)?;
         }
         if items[0].is_readable() && waiting.is_none() {
             waiting = forward_requests(frontend, backend, &mut traffic)?;
         }
-        traffic.maybe_report(Instant::now(), String::new);
+        traffic.tick(Instant::now(), String::new);
     }
     traffic.log_total();
     Ok(traffic)
@@ -77,10 +101,8 @@ fn forward_requests(
     backend: &zmq::Socket,
     traffic: &mut Traffic,
 ) -> zmq::Result<Option<Vec<zmq::Message>>> {
-    for _ in 0..BURST {
-        let Some(request) = next_request(frontend, traffic)? else {
-            break;
-        };
+    let mut budget = BURST;
+    while let Some(request) = next_request(frontend, traffic, &mut budget)? {
         if let Some(refused) = forward_request(backend, request) {
             return Ok(Some(refused));
         }
@@ -96,26 +118,70 @@ fn forward_request(backend: &zmq::Socket, request: Vec<zmq::Message>) -> Option<
     }
 }
 
+/// The `worker --mode lb` peers that reached this broker by mistake: they
+/// speak the lb protocol (READY, HEARTBEAT), which a DEALER backend cannot
+/// answer. Each is named in one warning, not one per message.
+#[derive(Debug, Default)]
+struct LbWorkers {
+    named: HashSet<Vec<u8>>,
+    warned: bool,
+}
+
+impl LbWorkers {
+    /// A READY (`Some(name)`) or a HEARTBEAT (`None`) from `peer`.
+    fn noticed(&mut self, name: Option<&[u8]>, peer: impl FnOnce() -> String) {
+        let new = match name {
+            Some(name) if self.named.len() < LB_WORKERS_REMEMBERED => {
+                self.named.insert(name.to_vec())
+            }
+            _ => !self.warned,
+        };
+        if !new {
+            return;
+        }
+        self.warned = true;
+        let who = match name {
+            Some(name) => format!("an lb worker (READY from {} at {})", text(name), peer()),
+            None => format!("an lb worker (HEARTBEAT from {})", peer()),
+        };
+        warn!(
+            "{who} reached a proxy broker, whose DEALER backend can neither choose workers nor \
+             answer heartbeats: start the broker with --mode lb (or the workers without it)"
+        );
+    }
+}
+
 /// Moves up to [`BURST`] replies from workers back to their clients.
 fn forward_replies(
     backend: &zmq::Socket,
     frontend: &zmq::Socket,
     traffic: &mut Traffic,
+    lb_workers: &mut LbWorkers,
 ) -> zmq::Result<()> {
     for _ in 0..BURST {
         let Some(mut reply) = recv_message(backend)? else {
             break;
         };
-        if body_start(&reply).is_none() {
-            traffic.dropped += 1;
-            warn!(
-                "reply from worker {} dropped: it has no envelope (client identity, \
-                 empty delimiter) to route it back",
-                peer_of(&mut reply)
-            );
+        if body_start(&reply).is_some() {
+            deliver_reply(frontend, reply, traffic);
             continue;
         }
-        deliver_reply(frontend, reply, traffic);
+        match protocol::classify(&reply) {
+            // Not replies, and no client waits for them: not counted as
+            // dropped, or the summary would report them every second.
+            Frames::Ready(name) => {
+                let name = name.to_vec();
+                lb_workers.noticed(Some(&name), || peer_of(&mut reply));
+            }
+            Frames::Heartbeat => lb_workers.noticed(None, || peer_of(&mut reply)),
+            _ => traffic.drop(Problem::NoEnvelope, || {
+                format!(
+                    "reply from worker {} dropped: it has no envelope (client identity, \
+                     empty delimiter) to route it back",
+                    peer_of(&mut reply)
+                )
+            }),
+        }
     }
     Ok(())
 }

@@ -23,8 +23,20 @@ pub fn harden(
     kind: &'static str,
     limits: &LimitArgs,
 ) -> zmq::Result<()> {
+    harden_with_hint(ctx, socket, kind, limits, None)
+}
+
+/// [`harden`], with a hint for the first peer refused during its handshake
+/// (see [`monitor::watch_with_hint`]).
+pub fn harden_with_hint(
+    ctx: &zmq::Context,
+    socket: &zmq::Socket,
+    kind: &'static str,
+    limits: &LimitArgs,
+    refused_hint: Option<&'static str>,
+) -> zmq::Result<()> {
     socket.set_linger(LINGER_MS)?; // at exit, give the last reply a moment, never hang
     socket.set_backlog(LISTEN_BACKLOG)?; // many clients connecting at once
     socket.set_maxmsgsize(limits.as_maxmsgsize())?; // refuse oversize messages
-    monitor::watch(ctx, socket, kind, limits.max_message_bytes)
+    monitor::watch_with_hint(ctx, socket, kind, limits.max_message_bytes, refused_hint)
 }

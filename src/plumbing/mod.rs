@@ -9,8 +9,9 @@
 //! | [`endpoint`] | checks `--bind`/`--connect` values before libzmq sees them |
 //! | [`listener`] | hardening of a socket that binds, in one call: limits, linger, the monitor |
 //! | [`monitor`] | logs the peers libzmq refuses (bad handshakes, oversize messages) |
+//! | [`connection`] | what becomes of a connecting socket's connection: up, refused, lost |
 //! | [`logging`] | one log line per event, naming the role and the replica |
-//! | [`output`] | buffered stdout/stderr, flushed every 100 ms and at exit |
+//! | [`output`] | buffered stdout/stderr, flushed every 100 ms and at exit, never waiting for a reader |
 //! | [`shutdown`] | Ctrl-C and SIGTERM stop every role within a second |
 //! | [`exit`] | one-line errors and exit codes (2 for a bad command line) |
 //! | [`limits`] | raises the open-files limit, for brokers facing many clients |
@@ -18,6 +19,7 @@
 
 pub mod child;
 pub mod cli;
+pub mod connection;
 pub mod endpoint;
 pub mod exit;
 pub mod limits;

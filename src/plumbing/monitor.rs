@@ -66,6 +66,19 @@ pub fn watch(
     kind: &'static str,
     max_message_bytes: u64,
 ) -> zmq::Result<()> {
+    watch_with_hint(ctx, socket, kind, max_message_bytes, None)
+}
+
+/// [`watch`], adding `hint` (the likely mistake and its fix, such as "a
+/// REP worker cannot join an lb broker: start the workers with --mode lb")
+/// to the first warning about a peer refused during its handshake.
+pub fn watch_with_hint(
+    ctx: &zmq::Context,
+    socket: &zmq::Socket,
+    kind: &'static str,
+    max_message_bytes: u64,
+    hint: Option<&'static str>,
+) -> zmq::Result<()> {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let endpoint = format!("inproc://monitor-{}", NEXT.fetch_add(1, Ordering::Relaxed));
     let events = i32::from(
@@ -90,6 +103,7 @@ pub fn watch(
                 max_message_bytes,
                 peers: HashMap::new(),
                 handshake_failed: None,
+                hint,
             }
             .run(&receiver);
         });
@@ -108,6 +122,8 @@ struct Watcher {
     peers: HashMap<u32, Peer>,
     /// A handshake failure waiting for its connection's DISCONNECTED event.
     handshake_failed: Option<String>,
+    /// Added to the first handshake-failure warning, then forgotten.
+    hint: Option<&'static str>,
 }
 
 struct Peer {
@@ -198,9 +214,10 @@ impl Watcher {
             return;
         };
         if let Some(reason) = self.handshake_failed.take() {
+            let hint = self.take_hint();
             warn!(
                 "{kind}: dropped {address}: ZeroMQ handshake failed ({reason}); \
-                 not a ZeroMQ peer, or a socket type that cannot talk to this one"
+                 not a ZeroMQ peer, or a socket type that cannot talk to this one{hint}"
             );
             return;
         }
@@ -213,9 +230,11 @@ impl Watcher {
                      --max-message-bytes ({max} bytes) or a malformed frame"
                 );
             } else {
+                let hint = self.take_hint();
                 warn!(
                     "{kind}: dropped a peer during its handshake, too fast to read its \
-                     address: not a ZeroMQ peer, or a socket type that cannot talk to this one"
+                     address: not a ZeroMQ peer, or a socket type that cannot talk to this one\
+                     {hint}"
                 );
             }
             return;
@@ -227,6 +246,11 @@ impl Watcher {
             Ok(unread) => unread > 0,
             Err(error) => error.kind() == ErrorKind::WouldBlock,
         };
+        let hint = if greeted {
+            String::new()
+        } else {
+            self.take_hint()
+        };
         match (cut_by_libzmq, greeted) {
             // After the handshake, libzmq only checks frames: their syntax
             // and ZMQ_MAXMSGSIZE.
@@ -237,16 +261,27 @@ impl Watcher {
             ),
             (true, false) => warn!(
                 "{kind}: dropped {address}: it broke the ZeroMQ handshake (not a ZeroMQ \
-                 peer, or a socket type that cannot talk to this one)"
+                 peer, or a socket type that cannot talk to this one){hint}"
             ),
             // A ZeroMQ socket of an incompatible type refuses us too, and a
             // port scan just leaves.
             (false, false) => warn!(
                 "{kind}: dropped {address}: it hung up during the ZeroMQ handshake \
-                 (a socket type that cannot talk to this one, or not a ZeroMQ peer)"
+                 (a socket type that cannot talk to this one, or not a ZeroMQ peer){hint}"
             ),
             (false, true) => info!("{kind}: {address} disconnected"),
         }
+    }
+}
+
+impl Watcher {
+    /// The hint for a refused peer, the first time (the peer may well try
+    /// again every 100 ms); empty after that.
+    fn take_hint(&mut self) -> String {
+        self.hint
+            .take()
+            .map(|hint| format!("; {hint}"))
+            .unwrap_or_default()
     }
 }
 

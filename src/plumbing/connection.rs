@@ -1,0 +1,136 @@
+//! What becomes of a connecting socket's connection: up, refused, lost.
+//!
+//! A socket that `connect`s never says whether anything answered: libzmq
+//! connects in the background, reconnects by itself, and queues messages
+//! meanwhile. A worker needs to know more: a new connection may lead to a
+//! restarted broker that has never heard of it (so it announces itself
+//! again), and a broker of the wrong kind refuses it during the ZeroMQ
+//! handshake (so it says so, once, instead of waiting in silence).
+//!
+//! A socket monitor (`zmq_socket_monitor`) reports each connection's events
+//! on an inproc PAIR socket. [`Watch`] reads them without a thread of its
+//! own, in the role's loop: poll [`Watch::socket`] with the other sockets
+//! (or call [`Watch::changes`] on every turn), and act on what it returns.
+//!
+//! A refusal is a connection that closes before its handshake succeeded.
+//! libzmq 4.3 checks the peer's socket type (a REP cannot talk to a ROUTER)
+//! when the peer's READY command arrives; on a mismatch it closes the
+//! connection without any HANDSHAKE_FAILED event, and, having treated it as
+//! a protocol error, does not reconnect. Should the other side refuse first,
+//! this one sees it hang up (HANDSHAKE_FAILED_NO_DETAIL) and libzmq
+//! reconnects every 100 ms (ZMQ_RECONNECT_IVL) to be refused again: either
+//! way, [`Change::Refused`] is reported once per [`Watch`].
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Something that happened to the watched socket's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// A connection completed its ZeroMQ handshake; `first` is false for
+    /// every one after the first (a reconnection, perhaps to a new process).
+    Up {
+        /// The socket's first connection.
+        first: bool,
+    },
+    /// The connection closed after its handshake.
+    Down,
+    /// The peer closed the connection during the handshake: not a ZeroMQ
+    /// peer, or one of a socket type that cannot talk to this one.
+    Refused,
+}
+
+/// The monitor of one connecting socket (see the module docs).
+///
+/// Drop the watched socket before its `Watch`: libzmq sends the events
+/// with a blocking send, and a watched socket outliving its reader could
+/// make libzmq's I/O thread wait (until the context ends).
+pub struct Watch {
+    events: zmq::Socket,
+    handshakes: u64,
+    in_handshake: bool,
+    up: bool,
+    refused: bool,
+}
+
+impl Watch {
+    /// Starts watching `socket`; call before `connect`.
+    pub fn new(ctx: &zmq::Context, socket: &zmq::Socket) -> zmq::Result<Watch> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let endpoint = format!(
+            "inproc://connection-{}",
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let mask = zmq::SocketEvent::CONNECTED as u16
+            | zmq::SocketEvent::HANDSHAKE_SUCCEEDED as u16
+            | zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as u16
+            | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as u16
+            | zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as u16
+            | zmq::SocketEvent::DISCONNECTED as u16;
+        socket.monitor(&endpoint, i32::from(mask))?;
+        let events = ctx.socket(zmq::PAIR)?;
+        events.set_linger(0)?;
+        events.connect(&endpoint)?;
+        Ok(Watch {
+            events,
+            handshakes: 0,
+            in_handshake: false,
+            up: false,
+            refused: false,
+        })
+    }
+
+    /// The socket the events arrive on, to poll with the role's sockets.
+    pub fn socket(&self) -> &zmq::Socket {
+        &self.events
+    }
+
+    /// Whether a connection is up (its handshake done, not closed since).
+    pub fn is_up(&self) -> bool {
+        self.up
+    }
+
+    /// What happened since the last call, in order, without waiting.
+    pub fn changes(&mut self) -> Vec<Change> {
+        let mut changes = Vec::new();
+        while let Ok(frames) = self.events.recv_multipart(zmq::DONTWAIT) {
+            let Some(event) = frames
+                .first()
+                .and_then(|head| head.get(0..2))
+                .map(|bytes| u16::from_le_bytes([bytes[0], bytes[1]]))
+            else {
+                continue;
+            };
+            if let Some(change) = self.apply(event) {
+                changes.push(change);
+            }
+        }
+        changes
+    }
+
+    fn apply(&mut self, event: u16) -> Option<Change> {
+        const CONNECTED: u16 = zmq::SocketEvent::CONNECTED as u16;
+        const HANDSHAKE_SUCCEEDED: u16 = zmq::SocketEvent::HANDSHAKE_SUCCEEDED as u16;
+        const DISCONNECTED: u16 = zmq::SocketEvent::DISCONNECTED as u16;
+        match event {
+            CONNECTED => {
+                self.in_handshake = true;
+                None
+            }
+            HANDSHAKE_SUCCEEDED => {
+                self.in_handshake = false;
+                self.up = true;
+                self.handshakes += 1;
+                Some(Change::Up {
+                    first: self.handshakes == 1,
+                })
+            }
+            DISCONNECTED if self.in_handshake => {
+                self.in_handshake = false;
+                (!std::mem::replace(&mut self.refused, true)).then_some(Change::Refused)
+            }
+            DISCONNECTED => std::mem::take(&mut self.up).then_some(Change::Down),
+            // A HANDSHAKE_FAILED_* event comes just before its DISCONNECTED.
+            _ => None,
+        }
+    }
+}
