@@ -60,12 +60,14 @@ pub struct ClientArgs {
     #[arg(long, env, default_value_t = 500)]
     pub interval_ms: u64,
 
-    /// Give up waiting for a reply after this long, open a new socket and
-    /// resend (the Lazy Pirate pattern); 0 waits forever, as a plain REQ does
+    /// Give up waiting for a reply after this long and resend, to the next
+    /// server if several are connected (the Lazy Pirate pattern); 0 waits
+    /// forever, as a plain REQ does
     #[arg(long, env, default_value_t = 2500)]
     pub timeout_ms: u64,
 
-    /// Resends of one request before the client gives up and exits 1
+    /// Further attempts at one request (resends, or further waits for a
+    /// server to connect) before the client gives up and exits 1
     #[arg(long, env, default_value_t = 3)]
     pub retries: u32,
 
