@@ -96,6 +96,7 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals().context("installing the Ctrl-C/SIGTERM handler")?;
+    listener::seed_routing_ids(); // before any socket (src/plumbing/listener.rs)
     let ctx = zmq::Context::new();
     zmq_reqrep::plumbing::limits::raise_open_files(); // a descriptor per client
 
@@ -108,9 +109,12 @@ fn run(args: &Args) -> anyhow::Result<()> {
         Mode::Proxy => zmq::DEALER,
         Mode::Lb => zmq::ROUTER,
     })?;
-    for (socket, kind) in [(&frontend, "frontend"), (&backend, "backend")] {
-        // Hardening, one step (src/plumbing/listener.rs): limits, linger, a monitor.
-        listener::harden(&ctx, socket, kind, &args.limit)?;
+    // Hardening, one step (src/plumbing/listener.rs): limits, linger, a
+    // monitor. Dropped at the end, before `ctx`, each closes its socket and
+    // lets the last messages leave.
+    let frontend = listener::harden(&ctx, frontend, "frontend", &args.limit)?;
+    let backend = listener::harden(&ctx, backend, "backend", &args.limit)?;
+    for socket in [&frontend, &backend] {
         if socket.get_socket_type()? == zmq::ROUTER {
             // Report a message for a peer that is gone instead of dropping it silently.
             socket.set_router_mandatory(true)?;

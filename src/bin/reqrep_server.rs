@@ -73,11 +73,15 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let reply = args.reply.load()?;
     let work = Duration::from_millis(args.reply.work_ms);
 
+    listener::seed_routing_ids(); // before any socket (src/plumbing/listener.rs)
+
     // The pattern: a REP socket, bound to a well-known address.
     let ctx = zmq::Context::new();
     let socket = ctx.socket(zmq::REP)?;
-    // Hardening, one step (src/plumbing/listener.rs): limits, linger, a monitor.
-    listener::harden(&ctx, &socket, "REP", &args.limit)?;
+    // Hardening, one step (src/plumbing/listener.rs): limits, linger, a
+    // monitor. Dropped at the end, before `ctx`, it closes the socket and
+    // lets the last reply leave before the process exits.
+    let socket = listener::harden(&ctx, socket, "REP", &args.limit)?;
     socket.set_rcvtimeo(CHECK_INTERVAL_MS)?; // wake up to notice Ctrl-C
     socket
         .bind(&args.bind)

@@ -124,11 +124,16 @@ impl Reply {
     }
 }
 
-/// Refuse messages larger than this: libzmq drops the connection of a peer
-/// that sends one before the message is buffered (ZMQ_MAXMSGSIZE).
+/// Refuse frames larger than this: libzmq reads a frame's size first, and
+/// drops the connection of a peer that announces a larger one, before
+/// buffering it (ZMQ_MAXMSGSIZE). The limit is per frame, not per message:
+/// a multipart message of many frames under it is accepted whole, whatever
+/// its total (see `listener.rs` for what that means under a hostile peer).
 #[derive(Args, Debug, Clone)]
 pub struct LimitArgs {
-    /// Largest message accepted from a peer, in bytes (ZMQ_MAXMSGSIZE)
+    /// Largest frame accepted from a peer, in bytes (ZMQ_MAXMSGSIZE); a peer
+    /// sending a larger one is disconnected. It limits each frame of a
+    /// message, not a multipart message as a whole
     #[arg(
         long,
         env,
