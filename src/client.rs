@@ -78,7 +78,11 @@ impl std::fmt::Display for Millis {
 /// Runs the client until `--count` replies, Ctrl-C/SIGTERM, or a request
 /// that goes unanswered after every retry (an error).
 pub fn run(role: &str, args: &ClientArgs, shutdown: &Shutdown) -> anyhow::Result<()> {
-    let request = payload::load(&args.message, args.message_file.as_deref())?;
+    let request = payload::load(
+        &args.message,
+        args.message_file.as_deref(),
+        "--message-file",
+    )?;
     let interval = Duration::from_millis(args.interval_ms);
     // Formatted once, not for every reply line.
     let who = format!("{role}[{}]", args.name.name);

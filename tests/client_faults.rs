@@ -184,14 +184,51 @@ fn defect_9_a_broker_without_workers_is_not_taken_for_a_dead_server() {
 }
 
 #[test]
+fn defect_9_a_missing_payload_file_is_a_usage_error_naming_the_option() {
+    let missing = "/nonexistent/payload";
+    for (exe, args) in [
+        (CLIENT, ["--message-file", missing, "--count", "1"]),
+        (BROKER_CLIENT, ["--message-file", missing, "--count", "1"]),
+        (
+            SERVER,
+            ["--reply-file", missing, "--bind", "tcp://127.0.0.1:*"],
+        ),
+    ] {
+        let option = args[0];
+        let mut proc = Proc::start(exe, &args);
+        proc.expect_exit(2, SOON);
+        let stderr = proc.stderr();
+        assert_eq!(stderr.len(), 1, "{stderr:#?}");
+        assert!(
+            stderr[0].starts_with("error: ")
+                && stderr[0].contains(option)
+                && stderr[0].contains(missing),
+            "{}",
+            stderr[0]
+        );
+    }
+}
+
+#[test]
 fn defect_9_summaries_count_in_the_singular_and_skip_an_empty_average() {
-    let (_server, endpoint) = start_server(&[]);
+    let (mut server, endpoint) = start_server(&[]);
     let mut client = Proc::start(CLIENT, &["--connect", &endpoint, "--count", "1"]);
     client.expect_exit(0, SOON);
     let summary = client.stdout().pop().unwrap();
     assert!(
         summary.contains("done: 1 reply to 1 request, 0 resends, in "),
         "{summary}"
+    );
+    server.signal(libc::SIGTERM);
+    server.expect_exit(0, SOON);
+    server.wait_log("served 1 request", SOON);
+    assert!(
+        server
+            .stderr()
+            .iter()
+            .all(|line| !line.contains("1 requests")),
+        "{:#?}",
+        server.stderr()
     );
 
     // No reply at all: there is no average to give.

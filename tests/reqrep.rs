@@ -348,7 +348,12 @@ fn bad_command_lines_exit_2_naming_the_option_and_value() {
         &[],
         &["--timeout-ms", "x"],
     );
-    refuses(BROKER, &["--mode", "fast"], &[], &["--mode", "fast"]);
+    refuses(
+        BROKER,
+        &["--mode", "fast"],
+        &[],
+        &["--mode", "fast", "[possible values: proxy, lb]"],
+    );
     refuses(
         BROKER,
         &["--backend", "tcp://*:"],

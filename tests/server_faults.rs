@@ -1,5 +1,6 @@
 //! How `reqrep_server` ends, under the faults of issue 9: a crash right
-//! after a reply.
+//! after a reply, a stop in the middle of a request, a second stop signal,
+//! and a command line it cannot use.
 
 mod common;
 
@@ -44,5 +45,62 @@ fn defect_5_the_reply_sent_just_before_a_crash_always_arrives() {
     assert_eq!(
         delivered, RUNS,
         "replies lost in runs (run, client exit code; None: still waiting) {lost:?}"
+    );
+}
+
+#[test]
+fn defect_9_a_stop_in_the_middle_of_a_request_sends_no_reply() {
+    let (mut server, endpoint) = start_server(&["--work-ms", "5000"]);
+    let ctx = zmq::Context::new();
+    let req = test_req(&ctx, &endpoint);
+    req.set_rcvtimeo(2000).unwrap();
+    req.send("Hello", 0).unwrap();
+    server.wait_log(r#"request b"Hello""#, SOON);
+    server.signal(libc::SIGTERM);
+    server.expect_exit(0, Duration::from_secs(2));
+    match req.recv_bytes(0) {
+        Err(zmq::Error::EAGAIN) => {}
+        other => panic!("a reply to work that was never done: {other:?}"),
+    }
+    server.wait_log("stopped mid-request; no reply sent", SOON);
+    server.wait_log("served 0 requests", SOON);
+}
+
+#[test]
+fn defect_9_a_second_stop_signal_forces_the_exit() {
+    // Ctrl-C, then SIGTERM before the first one is dealt with: whichever
+    // is handled second ends the process at once, with 128 + its number.
+    // (Two signals of one kind sent together may merge into one.)
+    let (mut server, _endpoint) = start_server(&[]);
+    server.signal(libc::SIGINT);
+    server.signal(libc::SIGTERM);
+    let code = server
+        .wait_exit(SOON)
+        .and_then(|status| status.code())
+        .expect("an exit code");
+    assert!(
+        code == 128 + libc::SIGINT || code == 128 + libc::SIGTERM,
+        "exit code {code}, not the forced exit's 130 or 143"
+    );
+    let forced = server.stderr().pop().unwrap();
+    assert!(
+        forced.starts_with("reqrep_server: second stop signal (")
+            && forced.ends_with(&format!("): exiting at once, exit code {code}")),
+        "{forced}"
+    );
+}
+
+#[test]
+fn defect_9_an_unknown_value_lists_the_possible_values() {
+    let mut broker = Proc::start(BROKER, &["--mode", "foo"]);
+    broker.expect_exit(2, SOON);
+    let stderr = broker.stderr();
+    assert_eq!(stderr.len(), 1, "{stderr:#?}");
+    assert!(
+        stderr[0].contains("'foo'")
+            && stderr[0].contains("--mode")
+            && stderr[0].contains("[possible values: proxy, lb]"),
+        "{}",
+        stderr[0]
     );
 }

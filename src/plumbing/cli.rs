@@ -101,7 +101,8 @@ impl ReplyArgs {
         if self.echo {
             return Ok(Reply::Echo);
         }
-        payload::load(&self.reply, self.reply_file.as_deref()).map(Reply::Fixed)
+        let reply = payload::load(&self.reply, self.reply_file.as_deref(), "--reply-file")?;
+        Ok(Reply::Fixed(reply))
     }
 }
 
