@@ -11,7 +11,7 @@
 //! |---|---|
 //! | [`payload`] | shows bytes as Rust byte-string literals (`b"World"`), loads payload files |
 //! | [`faults`] | `--crash-after` and `--hang-after`, for the "server dies" experiment |
-//! | [`lazy_pirate`] | the reliable REQ request: timeout, new socket, resend |
+//! | [`lazy_pirate`] | the reliable REQ request: timeout, resend to the next server, stale replies told apart by id |
 //! | [`client`] | the request loop of `reqrep_client` and `broker_client` |
 //! | [`envelope`] | the ROUTER envelope: identity frames, empty delimiter, body |
 //! | [`broker`] | the broker's loops: `proxy` (round robin) and `lb` (load balancing) |

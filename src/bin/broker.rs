@@ -99,6 +99,7 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals().context("installing the Ctrl-C/SIGTERM handler")?;
+    listener::seed_routing_ids(); // before any socket (src/plumbing/listener.rs)
     let ctx = zmq::Context::new();
     zmq_reqrep::plumbing::limits::raise_open_files(); // a descriptor per client
 
@@ -119,12 +120,12 @@ fn run(args: &Args) -> anyhow::Result<()> {
              with --mode lb",
         ),
     };
-    for (socket, kind, hint) in [
-        (&frontend, "frontend", None),
-        (&backend, "backend", refused_hint),
-    ] {
-        // Hardening, one step (src/plumbing/listener.rs): limits, linger, a monitor.
-        listener::harden_with_hint(&ctx, socket, kind, &args.limit, hint)?;
+    // Hardening, one step (src/plumbing/listener.rs): limits, linger, a
+    // monitor. Dropped at the end, before `ctx`, each closes its socket and
+    // lets the last messages leave.
+    let frontend = listener::harden(&ctx, frontend, "frontend", &args.limit)?;
+    let backend = listener::harden_with_hint(&ctx, backend, "backend", &args.limit, refused_hint)?;
+    for socket in [&frontend, &backend] {
         if socket.get_socket_type()? == zmq::ROUTER {
             // Report a message for a peer that is gone instead of dropping it silently.
             socket.set_router_mandatory(true)?;

@@ -21,8 +21,9 @@
 //! - "more server replicas?" `--connect` several servers (repeat the flag or
 //!   separate with commas): the REQ socket sends to each in turn.
 //! - "and if the server dies?" By default the client waits `--timeout-ms`,
-//!   then resends on a new socket, `--retries` times (the Lazy Pirate
-//!   pattern). `--timeout-ms 0` shows the naive REQ, which waits forever.
+//!   then resends, `--retries` times, to the next server when it is
+//!   connected to several (the Lazy Pirate pattern). `--timeout-ms 0` shows
+//!   the naive REQ, which waits forever.
 //!
 //! The loop lives in `src/client.rs`, shared with `broker_client`; the REQ
 //! socket and its retries in `src/lazy_pirate.rs`.

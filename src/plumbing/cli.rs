@@ -60,12 +60,14 @@ pub struct ClientArgs {
     #[arg(long, env, default_value_t = 500)]
     pub interval_ms: u64,
 
-    /// Give up waiting for a reply after this long, open a new socket and
-    /// resend (the Lazy Pirate pattern); 0 waits forever, as a plain REQ does
+    /// Give up waiting for a reply after this long and resend, to the next
+    /// server if several are connected (the Lazy Pirate pattern); 0 waits
+    /// forever, as a plain REQ does
     #[arg(long, env, default_value_t = 2500)]
     pub timeout_ms: u64,
 
-    /// Resends of one request before the client gives up and exits 1
+    /// Further attempts at one request (resends, or further waits for a
+    /// server to connect) before the client gives up and exits 1
     #[arg(long, env, default_value_t = 3)]
     pub retries: u32,
 
@@ -99,7 +101,8 @@ impl ReplyArgs {
         if self.echo {
             return Ok(Reply::Echo);
         }
-        payload::load(&self.reply, self.reply_file.as_deref()).map(Reply::Fixed)
+        let reply = payload::load(&self.reply, self.reply_file.as_deref(), "--reply-file")?;
+        Ok(Reply::Fixed(reply))
     }
 }
 
@@ -122,11 +125,16 @@ impl Reply {
     }
 }
 
-/// Refuse messages larger than this: libzmq drops the connection of a peer
-/// that sends one before the message is buffered (ZMQ_MAXMSGSIZE).
+/// Refuse frames larger than this: libzmq reads a frame's size first, and
+/// drops the connection of a peer that announces a larger one, before
+/// buffering it (ZMQ_MAXMSGSIZE). The limit is per frame, not per message:
+/// a multipart message of many frames under it is accepted whole, whatever
+/// its total (see `listener.rs` for what that means under a hostile peer).
 #[derive(Args, Debug, Clone)]
 pub struct LimitArgs {
-    /// Largest message accepted from a peer, in bytes (ZMQ_MAXMSGSIZE)
+    /// Largest frame accepted from a peer, in bytes (ZMQ_MAXMSGSIZE); a peer
+    /// sending a larger one is disconnected. It limits each frame of a
+    /// message, not a multipart message as a whole
     #[arg(
         long,
         env,
