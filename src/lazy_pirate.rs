@@ -207,6 +207,7 @@ fn open(ctx: &zmq::Context, endpoints: &[String], policy: Policy) -> anyhow::Res
     socket.set_immediate(true)?;
     socket.set_sndtimeo(wake_ms)?;
     socket.set_rcvtimeo(wake_ms)?;
+    crate::security::credentials::present(ctx, &socket)?; // src/security/
     for endpoint in endpoints {
         socket
             .connect(endpoint)

@@ -127,6 +127,7 @@ fn connect(ctx: &zmq::Context, settings: &Settings) -> anyhow::Result<zmq::Socke
         .unwrap_or(CHECK_INTERVAL_MS)
         .clamp(1, CHECK_INTERVAL_MS);
     socket.set_rcvtimeo(wake_ms)?;
+    crate::security::credentials::present(ctx, &socket)?; // src/security/
     socket
         .connect(&settings.endpoint)
         .map_err(UsageError::at("--connect", &settings.endpoint))?;

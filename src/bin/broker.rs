@@ -45,11 +45,12 @@ use clap::{Parser, ValueEnum};
 use tracing::info;
 
 use zmq_reqrep::broker::{lb, proxy};
-use zmq_reqrep::plumbing::cli::{LimitArgs, NameArg};
+use zmq_reqrep::plumbing::cli::{LimitArgs, NameArg, ServerSecurityArgs};
 use zmq_reqrep::plumbing::endpoint::{self, last_endpoint};
 use zmq_reqrep::plumbing::exit::{self, UsageError};
 use zmq_reqrep::plumbing::listener;
 use zmq_reqrep::plumbing::shutdown::Shutdown;
+use zmq_reqrep::security::Gate;
 
 /// How the broker picks a worker for each request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -85,6 +86,9 @@ struct Args {
     limit: LimitArgs,
 
     #[command(flatten)]
+    security: ServerSecurityArgs,
+
+    #[command(flatten)]
     name: NameArg,
 }
 
@@ -98,6 +102,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals().context("installing the Ctrl-C/SIGTERM handler")?;
     let ctx = zmq::Context::new();
     zmq_reqrep::plumbing::limits::raise_open_files(); // a descriptor per client
+    // Who may join (src/security/): a ZAP handler, started before the binds.
+    let gate = Gate::open(&ctx, &args.security)?;
 
     // Clients' REQ sockets connect here. The ROUTER prepends each client's
     // identity to its requests and uses it to route the replies back.
@@ -111,6 +117,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     for (socket, kind) in [(&frontend, "frontend"), (&backend, "backend")] {
         // Hardening, one step (src/plumbing/listener.rs): limits, linger, a monitor.
         listener::harden(&ctx, socket, kind, &args.limit)?;
+        gate.protect(socket, kind)?;
         if socket.get_socket_type()? == zmq::ROUTER {
             // Report a message for a peer that is gone instead of dropping it silently.
             socket.set_router_mandatory(true)?;

@@ -34,7 +34,7 @@ use zmq_reqrep::LINGER_MS;
 use zmq_reqrep::faults::Faults;
 use zmq_reqrep::lb_worker;
 use zmq_reqrep::payload::show_frames;
-use zmq_reqrep::plumbing::cli::{NameArg, ReplyArgs};
+use zmq_reqrep::plumbing::cli::{ClientSecurityArgs, NameArg, ReplyArgs};
 use zmq_reqrep::plumbing::endpoint;
 use zmq_reqrep::plumbing::exit::{self, UsageError};
 use zmq_reqrep::plumbing::shutdown::{CHECK_INTERVAL_MS, Shutdown};
@@ -73,6 +73,9 @@ struct Args {
     faults: Faults,
 
     #[command(flatten)]
+    security: ClientSecurityArgs,
+
+    #[command(flatten)]
     name: NameArg,
 }
 
@@ -86,6 +89,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals().context("installing the Ctrl-C/SIGTERM handler")?;
     let reply = args.reply.load()?;
     let work = Duration::from_millis(args.reply.work_ms);
+    // What every socket presents to the broker (src/security/).
+    zmq_reqrep::security::credentials::install(&args.security)?;
     let ctx = zmq::Context::new();
 
     let replies = match args.mode {
@@ -105,6 +110,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             let socket = ctx.socket(zmq::REP)?;
             socket.set_linger(LINGER_MS)?;
             socket.set_rcvtimeo(CHECK_INTERVAL_MS)?; // wake up to notice Ctrl-C
+            zmq_reqrep::security::credentials::present(&ctx, &socket)?;
             socket
                 .connect(&args.connect)
                 .map_err(UsageError::at("--connect", &args.connect))?;
