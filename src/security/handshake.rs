@@ -9,7 +9,7 @@
 //! | event | value | what happened |
 //! |---|---|---|
 //! | HANDSHAKE_FAILED_AUTH | 400 | the server's ZAP handler refused us: our address, user, password or key |
-//! | HANDSHAKE_FAILED_AUTH | 300, 500 | the server could not check us (a temporary or internal error) |
+//! | HANDSHAKE_FAILED_AUTH | 500 | the server's ZAP handler failed (an internal error) |
 //! | HANDSHAKE_FAILED_PROTOCOL | 0x11000002 | the server uses another mechanism (NULL, PLAIN, CURVE) than we do |
 //! | HANDSHAKE_FAILED_NO_DETAIL | errno | the server hung up mid-handshake: with CURVE, a wrong server key |
 //!
