@@ -200,13 +200,9 @@ fn plain_credentials_right_wrong_and_missing_from_pyzmq() {
     drop(unknown);
 
     // No credentials at all: the client speaks NULL, the server PLAIN, and
-    // libzmq ends the handshake before any ZAP request (mechanism mismatch).
-    let _missing = py_refused(
-        &python,
-        &endpoint,
-        &[],
-        "handshake failed: protocol 0x11000002",
-    );
+    // libzmq ends the handshake before any ZAP request (mechanism mismatch);
+    // the client notices the mismatch or the hang-up, whichever comes first.
+    let _missing = py_refused(&python, &endpoint, &[], "handshake failed");
     server.wait_log("handshake", SOON);
     // Nobody but the right users ever got a reply.
     server.wait_log_count(r#"request b"Hello""#, 3, SOON);

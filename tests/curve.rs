@@ -355,8 +355,9 @@ fn pyzmq_curve_clients_right_key_served_the_rest_refused_and_logged() {
     wait_handshake_warning(&server);
     drop(wrong_server);
 
+    // Plaintext: a mechanism mismatch, or the hang-up that follows it.
     let plaintext = py_client(&python, &endpoint, 1, &["--timeout-ms", "50000"]);
-    plaintext.wait_out_count("handshake failed: protocol 0x11000002", 1, SOON);
+    plaintext.wait_out_count("handshake failed", 1, SOON);
     drop(plaintext);
     // Only the admitted client's two requests ever reached the server.
     server.wait_log_count(r#"request b"Hello""#, 2, SOON);
@@ -480,10 +481,10 @@ fn an_admitted_client_keeps_being_served_while_refused_ones_knock() {
         ),
         knock(
             &["--curve", &keys.stranger_public, &keys.client_secret],
-            // The server hangs up, before or after the client reads its
-            // greeting: "no detail" or a protocol error.
-            "handshake failed",
+            "no detail",
         ),
+        // Plaintext: the server hangs up on the mechanism mismatch, and the
+        // client may notice the mismatch or the hang-up first.
         knock(&[], "handshake failed"),
     ];
     server.wait_log("not logged one by one", SOON);

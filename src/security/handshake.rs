@@ -11,7 +11,7 @@
 //! | HANDSHAKE_FAILED_AUTH | 400 | the server's ZAP handler refused us: our address, user, password or key |
 //! | HANDSHAKE_FAILED_AUTH | 500 | the server's ZAP handler failed (an internal error) |
 //! | HANDSHAKE_FAILED_PROTOCOL | 0x11000002 | the server uses another mechanism (NULL, PLAIN, CURVE) than we do |
-//! | HANDSHAKE_FAILED_NO_DETAIL | errno | the server hung up mid-handshake: with CURVE, a wrong server key |
+//! | HANDSHAKE_FAILED_NO_DETAIL | errno | the server hung up mid-handshake: with CURVE, a wrong server key; or another mechanism, seen before its greeting was read |
 //!
 //! libzmq 4.3 gives up on a connection the server refused with an ERROR
 //! (a ZAP status, a mechanism mismatch: the session ends as a protocol
@@ -204,14 +204,18 @@ pub fn explain(event: u16, value: u32, ours: Mechanism) -> Option<String> {
         EVENT_HANDSHAKE_FAILED_PROTOCOL => {
             format!("broke off the handshake: {}", protocol_error(value))
         }
+        // A server that finds our mechanism is not its own hangs up, and
+        // we may see the hang-up before we read its greeting: then this is
+        // all we learn of a mismatch.
         EVENT_HANDSHAKE_FAILED_NO_DETAIL => match ours {
             Mechanism::Curve => "hung up during the CURVE handshake: is --curve-server-key \
-                                 the server's public key?"
+                                 the server's public key, and does the server use CURVE?"
                 .to_string(),
             _ => format!(
-                "hung up during the ZeroMQ handshake ({}): is it a ZeroMQ socket of a type \
-                 that can talk to ours?",
-                errno_text(value)
+                "hung up during the ZeroMQ handshake ({}): it may use another security \
+                 mechanism than ours ({}), or be a socket of a type that cannot talk to ours",
+                errno_text(value),
+                ours.name()
             ),
         },
         _ => return None,
