@@ -591,3 +591,36 @@ fn the_bench_measures_curve_next_to_plaintext() {
         assert!(row.answered > 0 && row.ratio.is_some(), "{row:?}");
     }
 }
+
+#[test]
+fn a_server_key_starting_with_a_dash_is_a_value_not_an_option() {
+    if !curve() {
+        return;
+    }
+    // '-' is a Z85 character: about one public key in 83 starts with it.
+    let dir = TempDir::new("curve-dash");
+    let (public, secret) = (0..10_000)
+        .map(|_| zmq_reqrep::security::curve::generate().unwrap())
+        .find(|(public, _)| public.to_string().starts_with('-'))
+        .expect("a public key starting with '-' in 10000 tries");
+    let server_key = dir.file("server.key", &format!("{}\n", secret.to_z85()));
+    let (client_secret, _) = dir.keypair("client");
+    let (server, endpoint) = server(&["--curve-secret-key-file", &server_key]);
+    server.wait_log(&format!("public key {public}"), SOON);
+    let server_public = public.to_string();
+    let mut client = Proc::start(
+        CLIENT,
+        &[
+            "--connect",
+            &endpoint,
+            "--count",
+            "1",
+            "--curve-server-key",
+            &server_public,
+            "--curve-secret-key-file",
+            &client_secret,
+        ],
+    );
+    client.expect_exit(0, SOON);
+    assert_eq!(reply_lines(&client).len(), 1);
+}

@@ -212,8 +212,9 @@ enum Peer {
         size: usize,
         #[arg(long)]
         stall_s: u64,
-        /// CURVE: the server's public key (with --curve-secret-key-file)
-        #[arg(long)]
+        /// CURVE: the server's public key (with --curve-secret-key-file);
+        /// it may start with '-', a Z85 character
+        #[arg(long, allow_hyphen_values = true)]
         curve_server_key: Option<String>,
         /// CURVE: the clients' secret key file
         #[arg(long)]

@@ -190,7 +190,8 @@ pub struct ClientSecurityArgs {
 
     /// The server's CURVE public key (40 Z85 characters, its .pub file):
     /// encrypt, and talk only to the holder of the matching secret key
-    #[arg(long, env, value_name = "Z85")]
+    // '-' is a Z85 character: a key may start with it, and is still a value.
+    #[arg(long, env, value_name = "Z85", allow_hyphen_values = true)]
     pub curve_server_key: Option<String>,
 
     /// Our own CURVE secret key (a file of 40 Z85 characters); the server's
