@@ -230,6 +230,15 @@ fn without_curve_every_curve_option_says_how_to_get_it() {
                 &key,
             ],
         ),
+        (
+            WORKER,
+            vec![
+                "--curve-server-key-file",
+                &key,
+                "--curve-secret-key-file",
+                &key,
+            ],
+        ),
         (KEYGEN, vec![&new]),
     ];
     for (exe, args) in cases {
@@ -372,9 +381,17 @@ fn our_client_and_workers_talk_to_our_broker_over_curve_in_both_modes() {
     let keys = Keys::new("curve-broker");
     for mode in ["proxy", "lb"] {
         let (broker, frontend, backend) = start_broker(mode, &keys.server_options());
-        let mut worker_args = vec!["--connect", backend.as_str(), "--mode", mode];
-        worker_args.extend(keys.client_options(&keys.worker_secret));
-        let _workers: Vec<Proc> = (0..2).map(|_| Proc::start(WORKER, &worker_args)).collect();
+        // The workers read the server's key from its .pub file, through
+        // the environment, as a compose file with Docker secrets would.
+        let server_pub = keys.dir.path("server.pub");
+        let worker_env = [
+            ("CURVE_SERVER_KEY_FILE", server_pub.as_str()),
+            ("CURVE_SECRET_KEY_FILE", keys.worker_secret.as_str()),
+        ];
+        let worker_args = ["--connect", backend.as_str(), "--mode", mode];
+        let _workers: Vec<Proc> = (0..2)
+            .map(|_| Proc::start_with_env(WORKER, &worker_args, &worker_env))
+            .collect();
         broker.wait_log_count("backend: admitted 127.0.0.1 as CURVE client", 2, SOON);
 
         let mut client_args = vec![
@@ -506,6 +523,7 @@ fn curve_key_mistakes_are_one_line_and_exit_2() {
     let keys = Keys::new("curve-mistakes");
     let bind = ["--bind", "tcp://127.0.0.1:*"];
     let short = keys.dir.file("short.key", &"a".repeat(39));
+    let server_pub = keys.dir.path("server.pub");
     let bad_clients = keys.dir.file(
         "bad-clients.txt",
         &format!("{}\nnot-a-key\n", keys.server_public),
@@ -544,6 +562,28 @@ fn curve_key_mistakes_are_one_line_and_exit_2() {
                 &keys.client_secret,
             ],
             vec!["--curve-server-key", "40"],
+        ),
+        (
+            CLIENT,
+            vec![
+                "--curve-server-key",
+                &keys.server_public,
+                "--curve-server-key-file",
+                &server_pub,
+                "--curve-secret-key-file",
+                &keys.client_secret,
+            ],
+            vec!["--curve-server-key-file", "once"],
+        ),
+        (
+            CLIENT,
+            vec![
+                "--curve-server-key-file",
+                &short,
+                "--curve-secret-key-file",
+                &keys.client_secret,
+            ],
+            vec!["--curve-server-key-file", "short.key", "public key"],
         ),
         (
             CLIENT,

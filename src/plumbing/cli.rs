@@ -194,6 +194,11 @@ pub struct ClientSecurityArgs {
     #[arg(long, env, value_name = "Z85", allow_hyphen_values = true)]
     pub curve_server_key: Option<String>,
 
+    /// The same, read from a file (the server's .pub): Z85 has '$' among its
+    /// characters, which docker compose would expand in an environment value
+    #[arg(long, env, value_name = "FILE", value_parser = path_or_empty)]
+    pub curve_server_key_file: Option<PathBuf>,
+
     /// Our own CURVE secret key (a file of 40 Z85 characters); the server's
     /// --curve-clients must list its public key
     #[arg(long, env, value_name = "FILE", value_parser = path_or_empty)]

@@ -12,8 +12,9 @@
 //! |---|---|---|
 //! | none | NULL | nothing, or only `--allow` |
 //! | `--plain-user`, `--plain-password-file` | PLAIN, in the clear | `--plain-users` |
-//! | `--curve-server-key`, `--curve-secret-key-file` | CURVE, encrypted | `--curve-secret-key-file` |
+//! | `--curve-server-key` (or `-file`), `--curve-secret-key-file` | CURVE, encrypted | `--curve-secret-key-file` |
 
+use std::path::Path;
 use std::sync::OnceLock;
 
 use tracing::info;
@@ -54,8 +55,23 @@ impl Credentials {
     pub fn load(args: &ClientSecurityArgs) -> Result<Credentials, UsageError> {
         let user = given(args.plain_user.as_deref());
         let password_file = given(args.plain_password_file.as_deref());
-        let server_key = given(args.curve_server_key.as_deref());
         let secret_file = given(args.curve_secret_key_file.as_deref());
+        // The server's key, as text or as a file: (option, value as given).
+        let server_key = match (
+            given(args.curve_server_key.as_deref()),
+            given(args.curve_server_key_file.as_deref()),
+        ) {
+            (Some(_), Some(file)) => {
+                return Err(usage(
+                    "--curve-server-key-file",
+                    shown(file),
+                    "give the server's key once: --curve-server-key or --curve-server-key-file",
+                ));
+            }
+            (Some(key), None) => Some(("--curve-server-key", key.to_string())),
+            (None, Some(file)) => Some(("--curve-server-key-file", shown(file))),
+            (None, None) => None,
+        };
         let plain = user
             .map(|user| ("--plain-user", user.to_string()))
             .or_else(|| password_file.map(|file| ("--plain-password-file", shown(file))));
@@ -70,8 +86,8 @@ impl Credentials {
             ));
         }
         // A CURVE option to a build without CURVE: say so before reading it.
-        if let Some(key) = server_key {
-            curve::require("--curve-server-key", key)?;
+        if let Some((option, value)) = &server_key {
+            curve::require(option, value)?;
         } else if let Some(file) = secret_file {
             curve::require("--curve-secret-key-file", &shown(file))?;
         }
@@ -89,9 +105,12 @@ impl Credentials {
             (None, Some(file), ..) => {
                 Err(needs("--plain-password-file", shown(file), "--plain-user"))
             }
-            (None, None, Some(key), Some(file)) => {
-                let server =
-                    PublicKey::parse(key).map_err(|why| usage("--curve-server-key", key, why))?;
+            (None, None, Some((option, value)), Some(file)) => {
+                let server = if option == "--curve-server-key" {
+                    PublicKey::parse(&value).map_err(|why| usage(option, value, why))?
+                } else {
+                    PublicKey::read(option, Path::new(&value))?
+                };
                 let secret = SecretKey::read("--curve-secret-key-file", file)?;
                 let public = secret.public().map_err(|error| {
                     usage(
@@ -106,11 +125,9 @@ impl Credentials {
                     secret,
                 })
             }
-            (None, None, Some(key), None) => Err(needs(
-                "--curve-server-key",
-                key.into(),
-                "--curve-secret-key-file",
-            )),
+            (None, None, Some((option, value)), None) => {
+                Err(needs(option, value, "--curve-secret-key-file"))
+            }
             (None, None, None, Some(file)) => Err(needs(
                 "--curve-secret-key-file",
                 shown(file),

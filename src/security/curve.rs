@@ -82,6 +82,20 @@ impl PublicKey {
         &self.0
     }
 
+    /// Reads a public key file (a `.pub` that curve_keygen wrote): 40 Z85
+    /// characters on its first line. Errors name `option` and the file.
+    pub fn read(option: &'static str, path: &Path) -> Result<PublicKey, UsageError> {
+        let usage = |reason: String| UsageError {
+            option,
+            value: path.display().to_string(),
+            reason,
+        };
+        let text =
+            std::fs::read_to_string(path).map_err(|e| usage(e.to_string().to_lowercase()))?;
+        PublicKey::parse(text.lines().next().unwrap_or("").trim())
+            .map_err(|why| usage(format!("expected a public key on the first line: {why}")))
+    }
+
     /// The key a peer presented in a ZAP request, if it is one.
     pub fn from_bytes(bytes: &[u8]) -> Option<PublicKey> {
         bytes.try_into().ok().map(PublicKey)
