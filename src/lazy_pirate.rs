@@ -193,6 +193,8 @@ impl ReliableReq {
         }
         socket.set_sndtimeo(wake_ms)?;
         socket.set_rcvtimeo(wake_ms)?;
+        // What the server may ask for, and a watch that explains a refusal (src/security/).
+        crate::security::credentials::present(ctx, &socket)?;
         for endpoint in endpoints {
             socket
                 .connect(endpoint)

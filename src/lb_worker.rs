@@ -55,6 +55,7 @@ use crate::plumbing::exit::UsageError;
 use crate::plumbing::logging::Count;
 use crate::plumbing::shutdown::{CHECK_INTERVAL_MS, Shutdown};
 use crate::protocol::{self, Backoff, Frames, HEARTBEAT, READY};
+use crate::security::credentials::{self, explain_refusal};
 
 /// Requests that may wait while the worker is busy; a correct broker sends
 /// at most one more.
@@ -292,11 +293,14 @@ impl Broker {
                         self.endpoint
                     );
                 }
-                Change::Refused => warn!(
-                    "{} refused this worker during the ZeroMQ handshake: not a broker's \
-                     backend (a socket type that cannot talk to a DEALER, or not ZeroMQ)",
-                    self.endpoint
-                ),
+                Change::Refused => match explain_refusal(self.watch.handshake_failure()) {
+                    Some(why) => warn!("the broker at {} {why}", self.endpoint),
+                    None => warn!(
+                        "{} refused this worker during the ZeroMQ handshake: not a broker's \
+                         backend (a socket type that cannot talk to a DEALER, or not ZeroMQ)",
+                        self.endpoint
+                    ),
+                },
             }
         }
     }
@@ -426,6 +430,7 @@ impl Broker {
 fn open(ctx: &zmq::Context, endpoint: &str) -> anyhow::Result<(zmq::Socket, Watch)> {
     let socket = ctx.socket(zmq::DEALER)?;
     socket.set_linger(LINGER_MS)?; // at exit, give the last reply a moment
+    credentials::apply(&socket)?; // src/security/: what the broker may ask for
     let watch = Watch::new(ctx, &socket)?;
     socket
         .connect(endpoint)

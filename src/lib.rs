@@ -18,6 +18,7 @@
 //! | [`protocol`] | READY and HEARTBEAT: the load-balancing broker's wire protocol |
 //! | [`lb_worker`] | the worker side of that protocol, with reconnection and back-off |
 //! | [`pairs`] | the legal socket pairs, traced frame by frame (`socket_pairs`) |
+//! | [`security`] | who may join: `--allow`, PLAIN and CURVE, checked by a ZAP handler |
 //!
 //! Apart from the lessons:
 //!
@@ -37,6 +38,7 @@ pub mod pairs;
 pub mod payload;
 pub mod plumbing;
 pub mod protocol;
+pub mod security;
 
 /// How long a closing socket may keep trying to deliver what it has queued
 /// (ms). Short enough that no role hangs at exit, long enough for a last

@@ -48,11 +48,12 @@ use clap::{Parser, ValueEnum};
 use tracing::info;
 
 use zmq_reqrep::broker::{lb, proxy};
-use zmq_reqrep::plumbing::cli::{LimitArgs, NameArg};
+use zmq_reqrep::plumbing::cli::{LimitArgs, NameArg, ServerSecurityArgs};
 use zmq_reqrep::plumbing::endpoint::{self, last_endpoint};
 use zmq_reqrep::plumbing::exit::{self, UsageError};
 use zmq_reqrep::plumbing::listener;
 use zmq_reqrep::plumbing::shutdown::Shutdown;
+use zmq_reqrep::security::Gate;
 
 /// How the broker picks a worker for each request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -88,6 +89,9 @@ struct Args {
     limit: LimitArgs,
 
     #[command(flatten)]
+    security: ServerSecurityArgs,
+
+    #[command(flatten)]
     name: NameArg,
 }
 
@@ -102,6 +106,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
     listener::seed_routing_ids(); // before any socket (src/plumbing/listener.rs)
     let ctx = zmq::Context::new();
     zmq_reqrep::plumbing::limits::raise_open_files(); // a descriptor per client
+    // Who may join (src/security/): a ZAP handler, started before the binds.
+    let gate = Gate::open(&ctx, &args.security)?;
 
     // Clients' REQ sockets connect here. The ROUTER prepends each client's
     // identity to its requests and uses it to route the replies back.
@@ -125,7 +131,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
     // lets the last messages leave.
     let frontend = listener::harden(&ctx, frontend, "frontend", &args.limit)?;
     let backend = listener::harden_with_hint(&ctx, backend, "backend", &args.limit, refused_hint)?;
-    for socket in [&frontend, &backend] {
+    for (socket, kind) in [(&frontend, "frontend"), (&backend, "backend")] {
+        gate.protect(socket, kind)?;
         if socket.get_socket_type()? == zmq::ROUTER {
             // Report a message for a peer that is gone instead of dropping it silently.
             socket.set_router_mandatory(true)?;

@@ -34,12 +34,13 @@ use tracing::{info, warn};
 
 use zmq_reqrep::faults::Faults;
 use zmq_reqrep::payload::show_frames;
-use zmq_reqrep::plumbing::cli::{LimitArgs, NameArg, ReplyArgs};
+use zmq_reqrep::plumbing::cli::{LimitArgs, NameArg, ReplyArgs, ServerSecurityArgs};
 use zmq_reqrep::plumbing::endpoint::{self, last_endpoint};
 use zmq_reqrep::plumbing::exit::{self, UsageError};
 use zmq_reqrep::plumbing::listener;
 use zmq_reqrep::plumbing::logging::Count;
 use zmq_reqrep::plumbing::shutdown::{CHECK_INTERVAL_MS, Shutdown};
+use zmq_reqrep::security::Gate;
 
 /// A REP server: binds, then answers each request with one reply.
 #[derive(Parser, Debug)]
@@ -57,6 +58,9 @@ struct Args {
 
     #[command(flatten)]
     limit: LimitArgs,
+
+    #[command(flatten)]
+    security: ServerSecurityArgs,
 
     #[command(flatten)]
     name: NameArg,
@@ -78,11 +82,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
 
     // The pattern: a REP socket, bound to a well-known address.
     let ctx = zmq::Context::new();
+    // Who may join (src/security/): a ZAP handler, started before the bind.
+    let gate = Gate::open(&ctx, &args.security)?;
     let socket = ctx.socket(zmq::REP)?;
     // Hardening, one step (src/plumbing/listener.rs): limits, linger, a
     // monitor. Dropped at the end, before `ctx`, it closes the socket and
     // lets the last reply leave before the process exits.
     let socket = listener::harden(&ctx, socket, "REP", &args.limit)?;
+    gate.protect(&socket, "REP")?;
     socket.set_rcvtimeo(CHECK_INTERVAL_MS)?; // wake up to notice Ctrl-C
     socket
         .bind(&args.bind)

@@ -50,6 +50,9 @@ pub struct Watch {
     in_handshake: bool,
     up: bool,
     refused: bool,
+    /// The last HANDSHAKE_FAILED_* event and its value, for
+    /// [`Watch::handshake_failure`].
+    failure: Option<(u16, u32)>,
 }
 
 impl Watch {
@@ -76,6 +79,7 @@ impl Watch {
             in_handshake: false,
             up: false,
             refused: false,
+            failure: None,
         })
     }
 
@@ -89,6 +93,15 @@ impl Watch {
         self.up
     }
 
+    /// The last handshake failure libzmq reported (a `HANDSHAKE_FAILED_*`
+    /// event and its value), which says why a peer refused this socket when
+    /// it did so with a reason (a ZAP status, a mechanism mismatch): see
+    /// `security::handshake::explain`. `None` when the refusal came without
+    /// one (a socket type mismatch closes the connection without an event).
+    pub fn handshake_failure(&self) -> Option<(u16, u32)> {
+        self.failure
+    }
+
     /// What happened since the last call, in order, without waiting.
     pub fn changes(&mut self) -> Vec<Change> {
         let mut changes = Vec::new();
@@ -100,14 +113,20 @@ impl Watch {
             else {
                 continue;
             };
-            if let Some(change) = self.apply(event) {
+            let value = frames
+                .first()
+                .and_then(|head| head.get(2..6))
+                .map_or(0, |bytes| {
+                    u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+                });
+            if let Some(change) = self.apply(event, value) {
                 changes.push(change);
             }
         }
         changes
     }
 
-    fn apply(&mut self, event: u16) -> Option<Change> {
+    fn apply(&mut self, event: u16, value: u32) -> Option<Change> {
         const CONNECTED: u16 = zmq::SocketEvent::CONNECTED as u16;
         const HANDSHAKE_SUCCEEDED: u16 = zmq::SocketEvent::HANDSHAKE_SUCCEEDED as u16;
         const DISCONNECTED: u16 = zmq::SocketEvent::DISCONNECTED as u16;
@@ -130,7 +149,10 @@ impl Watch {
             }
             DISCONNECTED => std::mem::take(&mut self.up).then_some(Change::Down),
             // A HANDSHAKE_FAILED_* event comes just before its DISCONNECTED.
-            _ => None,
+            _ => {
+                self.failure = Some((event, value));
+                None
+            }
         }
     }
 }

@@ -153,13 +153,27 @@ impl Watch {
     }
 }
 
+/// How a handshake failed, from its `HANDSHAKE_FAILED_*` event.
+enum Failure {
+    /// No detail but an errno, in words.
+    NoDetail(String),
+    /// A ZMTP or ZAP protocol error code (`ZMQ_PROTOCOL_ERROR_*`).
+    Protocol(u32),
+    /// The ZAP handler's status code (400: refused).
+    Auth(u32),
+}
+
+/// ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH: the peer's NULL, PLAIN or
+/// CURVE is not this socket's.
+const MECHANISM_MISMATCH: u32 = 0x1100_0002;
+
 struct Watcher {
     kind: &'static str,
     max_message_bytes: u64,
     /// Accepted connections, by libzmq's descriptor.
     peers: HashMap<u32, Peer>,
     /// A handshake failure waiting for its connection's DISCONNECTED event.
-    handshake_failed: Option<String>,
+    handshake_failed: Option<Failure>,
     /// Added to the first handshake-failure warning, then forgotten.
     hint: Option<&'static str>,
 }
@@ -190,13 +204,13 @@ impl Watcher {
                 EVENT_ACCEPTED => self.accepted(value),
                 EVENT_HANDSHAKE_SUCCEEDED => self.handshake_succeeded(),
                 EVENT_HANDSHAKE_FAILED_NO_DETAIL => {
-                    self.handshake_failed = Some(errno_text(value));
+                    self.handshake_failed = Some(Failure::NoDetail(errno_text(value)));
                 }
                 EVENT_HANDSHAKE_FAILED_PROTOCOL => {
-                    self.handshake_failed = Some(format!("ZMTP protocol error {value:#x}"));
+                    self.handshake_failed = Some(Failure::Protocol(value));
                 }
                 EVENT_HANDSHAKE_FAILED_AUTH => {
-                    self.handshake_failed = Some(format!("authentication failed ({value})"));
+                    self.handshake_failed = Some(Failure::Auth(value));
                 }
                 EVENT_DISCONNECTED => self.disconnected(value),
                 EVENT_MONITOR_STOPPED => return,
@@ -251,13 +265,37 @@ impl Watcher {
             info!("{kind}: a peer disconnected");
             return;
         };
-        if let Some(reason) = self.handshake_failed.take() {
-            let hint = self.take_hint();
-            warn!(
-                "{kind}: dropped {address}: ZeroMQ handshake failed ({reason}); \
-                 not a ZeroMQ peer, or a socket type that cannot talk to this one{hint}"
-            );
-            return;
+        match self.handshake_failed.take() {
+            // The ZAP handler refused it, and has logged who and why
+            // (src/security/), rate-limited: saying it again here would
+            // undo that limit.
+            Some(Failure::Auth(status)) => {
+                debug!("{kind}: {address} refused by the ZAP handler (status {status})");
+                return;
+            }
+            Some(Failure::Protocol(MECHANISM_MISMATCH)) => {
+                warn!(
+                    "{kind}: dropped {address}: it uses another security mechanism than this \
+                     socket (NULL, PLAIN or CURVE)"
+                );
+                return;
+            }
+            Some(Failure::Protocol(code)) => {
+                warn!(
+                    "{kind}: dropped {address}: ZeroMQ handshake failed ({})",
+                    crate::security::handshake::protocol_error(code)
+                );
+                return;
+            }
+            Some(Failure::NoDetail(reason)) => {
+                let hint = self.take_hint();
+                warn!(
+                    "{kind}: dropped {address}: ZeroMQ handshake failed ({reason}); \
+                     not a ZeroMQ peer, or a socket type that cannot talk to this one{hint}"
+                );
+                return;
+            }
+            None => {}
         }
         let Some(stream) = stream else {
             let max = self.max_message_bytes;
