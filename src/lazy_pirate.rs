@@ -29,6 +29,7 @@ use tracing::{error, warn};
 
 use crate::LINGER_MS;
 use crate::plumbing::exit::UsageError;
+use crate::plumbing::keepalive;
 use crate::plumbing::shutdown::{CHECK_INTERVAL_MS, Shutdown};
 
 /// How patient the client is.
@@ -205,6 +206,7 @@ fn open(ctx: &zmq::Context, endpoints: &[String], policy: Policy) -> anyhow::Res
         LINGER_MS
     })?;
     socket.set_immediate(true)?;
+    keepalive::enable(&socket)?; // an idle client keeps its connection
     socket.set_sndtimeo(wake_ms)?;
     socket.set_rcvtimeo(wake_ms)?;
     for endpoint in endpoints {

@@ -24,6 +24,7 @@ use crate::faults::Faults;
 use crate::payload::show_frames;
 use crate::plumbing::cli::Reply;
 use crate::plumbing::exit::UsageError;
+use crate::plumbing::keepalive;
 use crate::plumbing::shutdown::{CHECK_INTERVAL_MS, Shutdown};
 use crate::protocol::{self, Backoff, Frames, HEARTBEAT, READY};
 
@@ -127,6 +128,8 @@ fn connect(ctx: &zmq::Context, settings: &Settings) -> anyhow::Result<zmq::Socke
         .unwrap_or(CHECK_INTERVAL_MS)
         .clamp(1, CHECK_INTERVAL_MS);
     socket.set_rcvtimeo(wake_ms)?;
+    // Besides our HEARTBEAT: ZMTP heartbeats, whatever --heartbeat-ms is.
+    keepalive::enable(&socket)?;
     socket
         .connect(&settings.endpoint)
         .map_err(UsageError::at("--connect", &settings.endpoint))?;

@@ -7,15 +7,16 @@
 
 use crate::LINGER_MS;
 use crate::plumbing::cli::LimitArgs;
-use crate::plumbing::monitor;
+use crate::plumbing::{keepalive, monitor};
 
 /// Pending connections a listening socket queues (ZMQ_BACKLOG). libzmq's
 /// default of 100 drops the excess when a thousand clients connect at once,
 /// and TCP retries a dropped connection only after a second.
 pub const LISTEN_BACKLOG: i32 = 1024;
 
-/// Sets the options a listening socket needs before `bind`, and starts the
-/// monitor that logs the peers libzmq refuses. `kind` names the socket in
+/// Sets the options a listening socket needs before `bind` (ZMTP
+/// heartbeats among them), and starts the monitor that logs the peers
+/// libzmq refuses or drops. `kind` names the socket in
 /// the log ("REP", "frontend", "backend").
 pub fn harden(
     ctx: &zmq::Context,
@@ -26,5 +27,6 @@ pub fn harden(
     socket.set_linger(LINGER_MS)?; // at exit, give the last reply a moment, never hang
     socket.set_backlog(LISTEN_BACKLOG)?; // many clients connecting at once
     socket.set_maxmsgsize(limits.as_maxmsgsize())?; // refuse oversize messages
+    keepalive::enable(socket)?; // drop silent peers; peers drop us if we go silent
     monitor::watch(ctx, socket, kind, limits.max_message_bytes)
 }

@@ -7,7 +7,8 @@
 //! |---|---|
 //! | [`cli`] | command-line options shared by several roles, each with its environment variable |
 //! | [`endpoint`] | checks `--bind`/`--connect` values before libzmq sees them |
-//! | [`listener`] | hardening of a socket that binds, in one call: limits, linger, the monitor |
+//! | [`listener`] | hardening of a socket that binds, in one call: limits, linger, heartbeats, the monitor |
+//! | [`keepalive`] | ZMTP heartbeats: no connection idle long enough to be forgotten, dead peers noticed |
 //! | [`monitor`] | logs the peers libzmq refuses (bad handshakes, oversize messages) |
 //! | [`logging`] | one log line per event, naming the role and the replica |
 //! | [`output`] | buffered stdout/stderr, flushed every 100 ms and at exit |
@@ -20,6 +21,7 @@ pub mod child;
 pub mod cli;
 pub mod endpoint;
 pub mod exit;
+pub mod keepalive;
 pub mod limits;
 pub mod listener;
 pub mod logging;
