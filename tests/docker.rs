@@ -977,6 +977,7 @@ impl Swarm {
         .status
         .success();
         let mut created = false;
+        let mut init_error = String::new();
         if state.starts_with("inactive") {
             let init = run(
                 Command::new("docker").args(["swarm", "init", "--advertise-addr", "127.0.0.1"]),
@@ -984,12 +985,13 @@ impl Swarm {
             );
             // Another test may have made it a swarm in the meantime.
             created = init.status.success();
+            init_error = text(&init.stderr);
             state = Swarm::state();
         }
         if state != "active true 1" {
             required(&format!(
                 "this engine is not the manager of a one-node swarm (\"{state}\": \
-                 node state, manager, nodes); the Swarm test needs one, or none"
+                 node state, manager, nodes); the Swarm test needs one, or none {init_error}"
             ));
             return None;
         }
