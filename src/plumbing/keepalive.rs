@@ -33,8 +33,8 @@
 //!
 //! Why not TCP keepalive (ZMQ_TCP_KEEPALIVE_IDLE): its probes would keep
 //! IPVS's entry fresh just as well, but the peer's kernel answers them, so a
-//! process that is frozen (SIGSTOP, a suspended VM) looks alive for ever.
-//! A PONG comes from the peer's libzmq.
+//! process that is stopped (Ctrl-Z in its terminal, SIGSTOP, a debugger's
+//! breakpoint) looks alive for ever. A PONG comes from the peer's libzmq.
 //!
 //! What heartbeats do not tell: whether the application is working. The
 //! PONG comes from libzmq's I/O thread, so a worker stuck in its own loop
