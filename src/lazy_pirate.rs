@@ -64,6 +64,7 @@ use tracing::warn;
 
 use crate::LINGER_MS;
 use crate::plumbing::exit::UsageError;
+use crate::plumbing::keepalive;
 use crate::plumbing::logging::Count;
 use crate::plumbing::shutdown::{CHECK_INTERVAL_MS, Shutdown};
 
@@ -201,6 +202,7 @@ impl ReliableReq {
         }
         socket.set_sndtimeo(wake_ms)?;
         socket.set_rcvtimeo(wake_ms)?;
+        keepalive::enable(&socket)?; // an idle client keeps its connection (src/plumbing/keepalive.rs)
         // What the server may ask for, and a watch that explains a refusal (src/security/).
         crate::security::credentials::present(ctx, &socket)?;
         for endpoint in endpoints {

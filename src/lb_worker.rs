@@ -52,6 +52,7 @@ use crate::payload::show_frames;
 use crate::plumbing::cli::Reply;
 use crate::plumbing::connection::{Change, Watch};
 use crate::plumbing::exit::UsageError;
+use crate::plumbing::keepalive;
 use crate::plumbing::logging::Count;
 use crate::plumbing::shutdown::{CHECK_INTERVAL_MS, Shutdown};
 use crate::protocol::{self, Backoff, Frames, HEARTBEAT, READY};
@@ -430,6 +431,8 @@ impl Broker {
 fn open(ctx: &zmq::Context, endpoint: &str) -> anyhow::Result<(zmq::Socket, Watch)> {
     let socket = ctx.socket(zmq::DEALER)?;
     socket.set_linger(LINGER_MS)?; // at exit, give the last reply a moment
+    // Besides our HEARTBEAT: ZMTP heartbeats, whatever --heartbeat-ms is.
+    keepalive::enable(&socket)?;
     credentials::apply(&socket)?; // src/security/: what the broker may ask for
     let watch = Watch::new(ctx, &socket)?;
     socket
