@@ -50,6 +50,9 @@ const BROKER: &str = "docker-compose.broker.yml";
 /// The broker file's second file for Docker Swarm: host-mode ports.
 const SWARM_HOST: &str = "docker-compose.broker.swarm-host.yml";
 
+/// The broker file's addition for CurveZMQ: keys as Docker secrets.
+const CURVE: &str = "docker-compose.curve.yml";
+
 /// The variables of the compose files that choose the image and the
 /// published ports.
 const SETTINGS: &[&str] = &[
@@ -63,6 +66,7 @@ const SETTINGS: &[&str] = &[
     "WORKERS",
     "CLIENTS",
     "ENDPOINT_MODE",
+    "KEYS_USER",
 ];
 
 /// The variables the compose files pass through to the binaries. Neither
@@ -192,6 +196,8 @@ fn free_port_range(count: u16) -> String {
 struct Stack {
     project: String,
     file: PathBuf,
+    /// Further `-f` files, added to `file` in order.
+    more_files: Vec<PathBuf>,
     /// `-p project` on every command; without it compose names the project
     /// itself, as it does for a student (from `name:` or the directory).
     explicit_project: bool,
@@ -225,6 +231,7 @@ impl Stack {
         Stack {
             project,
             file,
+            more_files: Vec::new(),
             explicit_project: explicit,
             env: vars,
         }
@@ -240,7 +247,11 @@ impl Stack {
         if self.explicit_project {
             command.args(["-p", &self.project]);
         }
-        command.arg("-f").arg(&self.file).args(args);
+        command.arg("-f").arg(&self.file);
+        for file in &self.more_files {
+            command.arg("-f").arg(file);
+        }
+        command.args(args);
         for name in SETTINGS.iter().chain(PASSED_THROUGH) {
             command.env_remove(name);
         }
@@ -801,6 +812,85 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+#[test]
+fn the_broker_exercise_over_curve_serves_its_keys_and_refuses_an_unknown_one() {
+    let Some(_engine) = engine() else { return };
+    // The files side by side with a keys/ of the test's own, as a student
+    // has them after the commands of docker-compose.curve.yml's header.
+    let dir = TempDir::new(&format!("zr{}-curve", std::process::id()));
+    let repository = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for file in [BROKER, CURVE] {
+        std::fs::copy(repository.join(file), dir.0.join(file)).unwrap();
+    }
+    let keys = dir.0.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    // SAFETY: getuid and getgid only read the process's ids.
+    let user = unsafe { format!("{}:{}", libc::getuid(), libc::getgid()) };
+    for name in ["broker", "worker", "client", "mallory"] {
+        ok(
+            Command::new("docker")
+                .args(["run", "--rm", "--user", &user, "-v"])
+                .arg(format!("{}:/keys", keys.display()))
+                .args([&image(), "curve_keygen", &format!("/keys/{name}")]),
+            COMMAND_TIMEOUT,
+        );
+    }
+    let public = |name: &str| std::fs::read_to_string(keys.join(format!("{name}.pub"))).unwrap();
+    std::fs::write(
+        keys.join("clients.txt"),
+        public("worker") + &public("client"),
+    )
+    .unwrap();
+
+    let mut stack = Stack::with(
+        dir.0.join(BROKER),
+        format!("zr{}-curve", std::process::id()),
+        true,
+        &[("KEYS_USER", &user), ("COUNT", "3"), ("INTERVAL_MS", "50")],
+    );
+    stack.more_files.push(dir.0.join(CURVE));
+    stack.compose(&["up", "-d"]);
+    let client = stack.wait_for("client", 1, EXITED).remove(0);
+    let log = logs(&client.id);
+    assert_eq!(client.exit_code, 0, "{log}");
+    assert_eq!(replies_in(&log), 3, "{log}");
+    assert!(log.contains("CURVE client, public key"), "{log}");
+    let client_key = public("client");
+    assert!(
+        stack
+            .wait_log("broker", "as CURVE client", 2)
+            .iter()
+            .any(|line| line.contains(client_key.trim())),
+        "{}",
+        stack.logs()
+    );
+
+    // A client with a key the broker does not list: refused, and both say so.
+    let mallory = keys.join("mallory.key");
+    let refused = run(
+        &mut stack.command(&[
+            "run",
+            "--rm",
+            "--no-deps",
+            "-v",
+            &format!("{}:/run/secrets/mallory_key:ro", mallory.display()),
+            "-e",
+            "CURVE_SECRET_KEY_FILE=/run/secrets/mallory_key",
+            "-e",
+            "COUNT=1",
+            "-e",
+            "RETRIES=0",
+            "client",
+        ]),
+        COMMAND_TIMEOUT,
+    );
+    let said = text(&refused.stdout) + &text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{said}");
+    assert!(said.contains("refused us (ZAP status 400)"), "{said}");
+    assert_eq!(replies_in(&said), 0, "{said}");
+    stack.wait_log("broker", "not in --curve-clients", 1);
 }
 
 #[test]
