@@ -14,6 +14,7 @@
 //! | [`output`] | buffered stdout/stderr, flushed every 100 ms and at exit, never waiting for a reader |
 //! | [`shutdown`] | Ctrl-C and SIGTERM stop every role within a second |
 //! | [`exit`] | one-line errors and exit codes (2 for a bad command line) |
+//! | [`http`] | a small HTTP server bounded in every way, for the broker's page (`--http`) |
 //! | [`limits`] | raises the open-files limit, for brokers facing many clients |
 //! | [`child`] | child processes that report their output lines, memory and CPU (bench and tests) |
 
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod connection;
 pub mod endpoint;
 pub mod exit;
+pub mod http;
 pub mod limits;
 pub mod listener;
 pub mod logging;
