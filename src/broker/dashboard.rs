@@ -245,18 +245,21 @@ impl Board {
 
 /// Serves the page of `board` on `address` until the server is dropped.
 pub fn serve(address: &str, board: Arc<Board>) -> std::io::Result<http::Server> {
-    let routes = move |path: &str| match path {
-        "/" => Some(Body {
-            content_type: "text/html; charset=utf-8",
-            bytes: PAGE.as_bytes().to_vec(),
-        }),
-        "/stats" => Some(Body {
+    let get = move |path: &str| match path {
+        "/stats" => Body {
             content_type: "application/json",
             bytes: board.stats_json(),
-        }),
-        _ => None,
+        },
+        _ => Body {
+            content_type: "text/html; charset=utf-8",
+            bytes: PAGE.as_bytes().to_vec(),
+        },
     };
-    http::Server::start(address, Arc::new(routes))
+    let site = http::Site {
+        paths: &["/", "/stats"],
+        get: Box::new(get),
+    };
+    http::Server::start(address, site)
 }
 
 /// The loop's side of the board: when to publish, and the per-second

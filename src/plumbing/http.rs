@@ -13,7 +13,7 @@
 //! | threads | 1 accepting, [`HANDLERS`] answering | connections wait in a queue |
 //! | connections waiting for a thread | [`QUEUED`] | `503 Service Unavailable` at once |
 //! | request head (request line and headers) | [`MAX_HEAD`] bytes, [`MAX_HEADERS`] headers | `431 Request Header Fields Too Large` |
-//! | time to send the head | [`READ_DEADLINE`] | `408 Request Timeout` |
+//! | time to send the head, from the connection's arrival | [`READ_DEADLINE`] | `408 Request Timeout` |
 //! | request body | never read (GET and HEAD have none) | |
 //! | connection | one request, then `Connection: close` | |
 //!
@@ -44,14 +44,17 @@ pub const QUEUED: usize = 16;
 pub const MAX_HEAD: usize = 8 * 1024;
 /// Most headers in a request.
 pub const MAX_HEADERS: usize = 32;
-/// Time a client has to send its whole request head.
+/// Time a client has to send its whole request head, counted from its
+/// connection's arrival, time in the queue included: connections that
+/// send nothing cannot hold the threads for longer than this.
 pub const READ_DEADLINE: Duration = Duration::from_secs(2);
 /// Time a client has to take in the answer.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
-/// After answering, what is still read (and thrown away) before closing:
-/// closing a socket with unread bytes makes the kernel reset the
-/// connection, and a reset can destroy the answer before the client has
-/// read it (a 431 to a client still sending its oversized head).
+/// After answering a request that was read, what is still read (and
+/// thrown away) before closing: closing a socket with unread bytes makes
+/// the kernel reset the connection, and some TCP stacks discard an answer
+/// not yet read by the client when the reset arrives (a 431 to a client
+/// still sending its oversized head).
 const DRAIN_BYTES: usize = 256 * 1024;
 const DRAIN_TIME: Duration = Duration::from_secs(1);
 
@@ -63,9 +66,13 @@ pub struct Body {
     pub bytes: Vec<u8>,
 }
 
-/// Maps a path (without its query string) to what it serves, or `None`
-/// for a path that does not exist (404). Called on the server's threads.
-pub type Routes = dyn Fn(&str) -> Option<Body> + Send + Sync;
+/// What a server serves: its paths, and what answers a GET (or HEAD) of
+/// one of them, called on the server's threads with the path (without
+/// its query string).
+pub struct Site {
+    pub paths: &'static [&'static str],
+    pub get: Box<dyn Fn(&str) -> Body + Send + Sync>,
+}
 
 /// A running server; stopped when dropped.
 pub struct Server {
@@ -76,22 +83,23 @@ pub struct Server {
 
 impl Server {
     /// Binds `address` (`127.0.0.1:8080`, `0.0.0.0:8080`, `[::1]:0`,
-    /// `localhost:8080`) and starts serving `routes`. A bind error (a
+    /// `localhost:8080`) and starts serving `site`. A bind error (a
     /// malformed or busy address) is returned at once, before any thread
     /// starts.
-    pub fn start(address: &str, routes: Arc<Routes>) -> io::Result<Server> {
+    pub fn start(address: &str, site: Site) -> io::Result<Server> {
+        let site = Arc::new(site);
         let listener =
             TcpListener::bind(address.to_socket_addrs()?.collect::<Vec<_>>().as_slice())?;
         let address = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
-        let (queue, waiting) = mpsc::sync_channel::<TcpStream>(QUEUED);
+        let (queue, waiting) = mpsc::sync_channel::<Arrival>(QUEUED);
         let waiting = Arc::new(Mutex::new(waiting));
         for i in 0..HANDLERS {
             let waiting = Arc::clone(&waiting);
-            let routes = Arc::clone(&routes);
+            let site = Arc::clone(&site);
             thread::Builder::new()
                 .name(format!("http-{i}"))
-                .spawn(move || handle_queue(&waiting, &*routes))?;
+                .spawn(move || handle_queue(&waiting, &site))?;
         }
         let acceptor = {
             let stop = Arc::clone(&stop);
@@ -131,7 +139,10 @@ impl Drop for Server {
     }
 }
 
-fn accept(listener: &TcpListener, queue: &SyncSender<TcpStream>, stop: &AtomicBool) {
+/// A connection, and when it was accepted.
+type Arrival = (TcpStream, Instant);
+
+fn accept(listener: &TcpListener, queue: &SyncSender<Arrival>, stop: &AtomicBool) {
     loop {
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
@@ -148,9 +159,9 @@ fn accept(listener: &TcpListener, queue: &SyncSender<TcpStream>, stop: &AtomicBo
         if stop.load(Ordering::SeqCst) {
             return;
         }
-        match queue.try_send(stream) {
+        match queue.try_send((stream, Instant::now())) {
             Ok(()) => {}
-            Err(TrySendError::Full(stream)) => busy(stream),
+            Err(TrySendError::Full((stream, _))) => busy(stream),
             Err(TrySendError::Disconnected(_)) => return,
         }
     }
@@ -165,13 +176,13 @@ fn busy(mut stream: TcpStream) {
     let _ = stream.write_all(b"busy: try again later\n");
 }
 
-fn handle_queue(waiting: &Mutex<Receiver<TcpStream>>, routes: &Routes) {
+fn handle_queue(waiting: &Mutex<Receiver<Arrival>>, site: &Site) {
     loop {
         // The lock is held while waiting, by one thread at a time: the
         // others wait for the lock instead, which is the same.
         let next = waiting.lock().unwrap_or_else(|p| p.into_inner()).recv();
         match next {
-            Ok(stream) => serve(stream, routes),
+            Ok((stream, accepted)) => serve(stream, accepted + READ_DEADLINE, site),
             Err(_) => return, // the server is stopping
         }
     }
@@ -194,17 +205,18 @@ struct Request {
     path: String,
 }
 
-fn serve(mut stream: TcpStream, routes: &Routes) {
+fn serve(mut stream: TcpStream, deadline: Instant, site: &Site) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-    let answer = match read_request(&mut stream) {
-        Ok(request) => answer(&request, routes),
+    let read = read_request(&mut stream, deadline);
+    let answer = match read {
+        Ok(ref request) => answer(request, site),
         Err(Unreadable::Gone) => return,
         Err(Unreadable::TooLarge) => Answer::error(
             431,
             &format!(
                 "request head over {MAX_HEAD} bytes or {MAX_HEADERS} headers: this server \
-                 serves GET / and GET /stats, which need neither"
+                 takes no more"
             ),
         ),
         Err(Unreadable::TooSlow) => Answer::error(
@@ -214,11 +226,12 @@ fn serve(mut stream: TcpStream, routes: &Routes) {
                 READ_DEADLINE.as_secs_f64()
             ),
         ),
-        Err(Unreadable::Malformed(why)) => {
+        Err(Unreadable::Malformed(ref why)) => {
             Answer::error(400, &format!("not an HTTP/1.x request: {why}"))
         }
     };
-    if answer.write(&mut stream).is_err() {
+    if answer.write(&mut stream).is_err() || read == Err(Unreadable::TooSlow) {
+        // A client too slow to send its head is not waited for again.
         return;
     }
     // Done sending; take in what the client may still send, bounded, so
@@ -239,9 +252,11 @@ fn serve(mut stream: TcpStream, routes: &Routes) {
     }
 }
 
-/// Reads one request head, within [`MAX_HEAD`] bytes and [`READ_DEADLINE`].
-fn read_request(stream: &mut impl ReadWithDeadline) -> Result<Request, Unreadable> {
-    let deadline = Instant::now() + READ_DEADLINE;
+/// Reads one request head, within [`MAX_HEAD`] bytes and by `deadline`.
+fn read_request(
+    stream: &mut impl ReadWithDeadline,
+    deadline: Instant,
+) -> Result<Request, Unreadable> {
     let mut buffer = vec![0u8; MAX_HEAD];
     let mut filled = 0;
     loop {
@@ -337,16 +352,19 @@ impl Answer {
     }
 }
 
-fn answer(request: &Request, routes: &Routes) -> Answer {
+fn answer(request: &Request, site: &Site) -> Answer {
+    if !site.paths.contains(&request.path.as_str()) {
+        // Whatever the method.
+        let shown = crate::payload::text(request.path.as_bytes());
+        return Answer::error(
+            404,
+            &format!("no page at {shown}: there is {}", site.paths.join(" and ")),
+        );
+    }
     let head_only = match request.method.as_str() {
         "GET" => false,
         "HEAD" => true,
         other => {
-            // Unknown paths are 404 whatever the method; known ones say
-            // which methods they take.
-            if routes(&request.path).is_none() {
-                return not_found(&request.path);
-            }
             let shown = crate::payload::text(other.as_bytes());
             return Answer::error(
                 405,
@@ -354,24 +372,14 @@ fn answer(request: &Request, routes: &Routes) -> Answer {
             );
         }
     };
-    match routes(&request.path) {
-        Some(body) => Answer {
-            status: 200,
-            content_type: body.content_type,
-            body: body.bytes,
-            head_only,
-            allow: false,
-        },
-        None => not_found(&request.path),
+    let body = (site.get)(&request.path);
+    Answer {
+        status: 200,
+        content_type: body.content_type,
+        body: body.bytes,
+        head_only,
+        allow: false,
     }
-}
-
-fn not_found(path: &str) -> Answer {
-    let shown = crate::payload::text(path.as_bytes());
-    Answer::error(
-        404,
-        &format!("no page at {shown}: there are / (the page) and /stats (its figures, JSON)"),
-    )
 }
 
 fn reason(status: u16) -> &'static str {
@@ -438,10 +446,10 @@ mod tests {
     }
 
     fn read(pieces: &[&[u8]], ends: bool) -> Result<Request, Unreadable> {
-        read_request(&mut Pieces(
-            pieces.iter().map(|p| p.to_vec()).collect(),
-            ends,
-        ))
+        read_request(
+            &mut Pieces(pieces.iter().map(|p| p.to_vec()).collect(), ends),
+            Instant::now() + READ_DEADLINE,
+        )
     }
 
     #[test]
@@ -484,21 +492,22 @@ mod tests {
 
     #[test]
     fn routes_methods_and_paths() {
-        let routes = |path: &str| {
-            (path == "/").then(|| Body {
+        let site = Site {
+            paths: &["/"],
+            get: Box::new(|_| Body {
                 content_type: "text/plain",
                 bytes: b"hi".to_vec(),
-            })
+            }),
         };
         let request = |method: &str, path: &str| Request {
             method: method.into(),
             path: path.into(),
         };
-        assert_eq!(answer(&request("GET", "/"), &routes).status, 200);
-        let head = answer(&request("HEAD", "/"), &routes);
+        assert_eq!(answer(&request("GET", "/"), &site).status, 200);
+        let head = answer(&request("HEAD", "/"), &site);
         assert!(head.head_only && head.status == 200);
-        assert_eq!(answer(&request("POST", "/"), &routes).status, 405);
-        assert_eq!(answer(&request("POST", "/nope"), &routes).status, 404);
-        assert_eq!(answer(&request("GET", "/nope"), &routes).status, 404);
+        assert_eq!(answer(&request("POST", "/"), &site).status, 405);
+        assert_eq!(answer(&request("POST", "/nope"), &site).status, 404);
+        assert_eq!(answer(&request("GET", "/nope"), &site).status, 404);
     }
 }
