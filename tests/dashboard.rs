@@ -172,11 +172,13 @@ fn lb_stats_count_twenty_requests_by_worker_and_drop_a_killed_worker() {
     let sentinel = test_req(&ctx, &frontend);
     sentinel.send("ping", 0).unwrap();
     assert_eq!(sentinel.recv_bytes(0).unwrap(), b"World");
-    stats_until(&page, SOON, |s| s["connections"]["clients"] == 1);
+    let before = stats_until(&page, SOON, |s| {
+        s["connections"]["clients"] == 1 && s["replies"] == 21
+    });
 
     // Killed: its connection closes, the broker forgets it at its next
     // heartbeat, and what it served is counted apart.
-    let beta_served = by_name["beta"];
+    let beta_served = served(&before)["beta"];
     beta.kill();
     let gone = stats_until(&page, SOON, |s| !served(s).contains_key("beta"));
     assert_eq!(gone["workers_known"], 1, "{gone:#}");
@@ -284,10 +286,10 @@ fn bad_http_requests_get_a_4xx_and_the_broker_keeps_serving() {
         still_served(what);
     }
 
-    // A request that never ends, and more idle connections than the
+    // Requests that never end, more of them than the
     // server has threads and queue: the excess is refused at once (503),
     // the rest time out (408), and then the page answers again.
-    let idle: Vec<TcpStream> = (0..30)
+    let idle: Vec<TcpStream> = (0..100)
         .map(|_| {
             let mut stream = TcpStream::connect(&page).unwrap();
             stream.set_read_timeout(Some(SOON)).unwrap();
@@ -295,7 +297,7 @@ fn bad_http_requests_get_a_4xx_and_the_broker_keeps_serving() {
             stream
         })
         .collect();
-    still_served("30 idle connections");
+    still_served("100 idle connections");
     let mut statuses: Vec<u16> = idle
         .into_iter()
         .map(|mut stream| {

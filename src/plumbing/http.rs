@@ -38,8 +38,9 @@ use tracing::debug;
 
 /// Threads answering requests.
 pub const HANDLERS: usize = 4;
-/// Accepted connections waiting for a free thread.
-pub const QUEUED: usize = 16;
+/// Accepted connections waiting for a free thread: enough for a class
+/// opening the page at the same moment.
+pub const QUEUED: usize = 64;
 /// Largest request head (request line and headers), in bytes.
 pub const MAX_HEAD: usize = 8 * 1024;
 /// Most headers in a request.
