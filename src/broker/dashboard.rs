@@ -7,11 +7,13 @@
 //! frontend and backend monitors ──(open connections)────────┘
 //! ```
 //!
-//! The broker's loop owns its sockets and never waits for a browser. Every
-//! [`PUBLISH_EVERY`] it builds a [`Snapshot`] of what it already knows (the
-//! counts, the workers, the idle queue) and swaps it into the [`Board`]:
-//! the lock is held for the swap of one pointer, and only tried, so that
-//! the loop goes on at once if an HTTP thread happens to hold it. The HTTP
+//! The broker's loop owns its sockets and never waits for a browser. On
+//! each turn it hands its counts to a [`Publisher`], which closes the
+//! per-second count when a second is over, and every [`PUBLISH_EVERY`]
+//! builds a [`Snapshot`] of what the loop already knows (the counts, the
+//! workers, the idle queue) and swaps it into the [`Board`]: the lock is
+//! held for the swap of one pointer, and only tried, so that the loop goes
+//! on at once if an HTTP thread happens to hold it. The HTTP
 //! threads ([`crate::plumbing::http`]) take the latest snapshot and turn
 //! it into JSON on their own time. Everything on the page is bounded: the
 //! per-second figures cover [`HISTORY`] seconds, the events are the last
@@ -286,17 +288,14 @@ impl Publisher {
         }
     }
 
-    /// Whether a snapshot is due, or a second is over and must be counted.
-    pub fn due(&self, now: Instant) -> bool {
-        now >= self.next || now.duration_since(self.second.0) >= Duration::from_secs(1)
-    }
-
-    /// Publishes the counts and whatever `fill` adds (the workers, in lb
-    /// mode). Builds the snapshot here, in the loop, from what the loop
-    /// holds, and never waits for the lock: if an HTTP thread holds it
-    /// this instant, the snapshot is dropped and the next one is tried
-    /// on the next turn of the loop.
-    pub fn publish(
+    /// Called on every turn of the loop with the counts so far: closes the
+    /// second if one is over (two comparisons, most turns), and publishes
+    /// the counts and whatever `fill` adds (the workers, in lb mode) if
+    /// [`PUBLISH_EVERY`] has passed. The snapshot is built here, in the
+    /// loop, from what the loop holds, and the lock is never waited for:
+    /// if an HTTP thread holds it this instant, the snapshot is dropped and
+    /// the next one is tried on the next turn.
+    pub fn tick(
         &mut self,
         now: Instant,
         (requests, replies, dropped): (u64, u64, u64),
@@ -312,6 +311,9 @@ impl Publisher {
             // Seconds without a turn of the loop count as idle ones (the
             // loop turns at least every 100 ms, so this is for safety).
             self.second = (start + Duration::from_secs(1), requests, replies);
+        }
+        if now < self.next {
+            return;
         }
         let mut snapshot = Snapshot {
             mode: self.board.mode,
@@ -363,7 +365,7 @@ mod tests {
         let start = publisher.started;
         for second in 1..=70u64 {
             let now = start + Duration::from_secs(second);
-            publisher.publish(now, (second * 10, second * 9, 0), |_| {});
+            publisher.tick(now, (second * 10, second * 9, 0), |_| {});
         }
         let latest = board.latest();
         assert_eq!(latest.per_second.requests.len(), HISTORY);

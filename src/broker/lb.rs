@@ -494,10 +494,10 @@ pub fn run(
                 workers.known.len()
             )
         });
-        if let Some(page) = page.as_mut().filter(|page| page.due(now)) {
+        if let Some(page) = &mut page {
             // The same condition as the frontend's poll flags above.
             let paused = held.is_some() || workers.idle.is_empty();
-            page.publish(now, traffic.counts(), |snapshot| {
+            page.tick(now, traffic.counts(), |snapshot| {
                 snapshot.heartbeat_ms = Some(options.heartbeat.as_millis() as u64);
                 snapshot.frontend_paused = paused;
                 workers.show(snapshot, now);

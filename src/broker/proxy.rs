@@ -93,9 +93,9 @@ pub fn run(
         }
         let now = Instant::now();
         traffic.tick(now, String::new);
-        if let Some(page) = page.as_mut().filter(|page| page.due(now)) {
+        if let Some(page) = &mut page {
             let paused = waiting.is_some();
-            page.publish(now, traffic.counts(), |snapshot| {
+            page.tick(now, traffic.counts(), |snapshot| {
                 snapshot.frontend_paused = paused;
             });
         }
