@@ -94,8 +94,8 @@ struct Args {
 
     /// Serve a live page of the broker on this address: GET / is the page,
     /// GET /stats its figures as JSON. 127.0.0.1:8080 for this machine
-    /// only, 0.0.0.0:8080 for the network too (a container's port). Off
-    /// unless given
+    /// only; 0.0.0.0:8080 for other machines too (in a container, for its
+    /// published port). Off unless given
     #[arg(long, env, value_name = "IP:PORT", value_parser = http_address)]
     http: Option<String>,
 
