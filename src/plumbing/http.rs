@@ -133,8 +133,10 @@ impl Drop for Server {
                 SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
             });
         }
-        let _ = TcpStream::connect_timeout(&wake, Duration::from_millis(500));
-        if let Some(acceptor) = self.acceptor.take() {
+        let woken = TcpStream::connect_timeout(&wake, Duration::from_millis(500)).is_ok();
+        // Not woken (an address this host cannot reach itself on): the
+        // thread is left to the process's exit rather than waited for.
+        if let (true, Some(acceptor)) = (woken, self.acceptor.take()) {
             let _ = acceptor.join();
         }
     }
