@@ -14,7 +14,7 @@
 //! | [`lazy_pirate`] | the reliable REQ request: timeout, resend to the next server, stale replies told apart by id |
 //! | [`client`] | the request loop of `reqrep_client` and `broker_client` |
 //! | [`envelope`] | the ROUTER envelope: identity frames, empty delimiter, body |
-//! | [`broker`] | the broker's loops: `proxy` (round robin) and `lb` (load balancing) |
+//! | [`broker`] | the broker's loops: `proxy` (round robin) and `lb` (load balancing); its live page (`--http`) |
 //! | [`protocol`] | READY and HEARTBEAT: the load-balancing broker's wire protocol |
 //! | [`lb_worker`] | the worker side of that protocol, with reconnection and back-off |
 //! | [`pairs`] | the legal socket pairs, traced frame by frame (`socket_pairs`) |

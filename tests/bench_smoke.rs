@@ -17,7 +17,7 @@ fn every_scenario_runs_at_a_tiny_size_and_loses_nothing() {
     bench.expect_exit(0, Duration::from_secs(120));
     let report: Report = serde_json::from_str(&bench.stdout().join("\n")).expect("the JSON report");
 
-    for scenario in ["reqrep", "broker", "pipeline", "balance", "scale"] {
+    for scenario in ["reqrep", "broker", "pipeline", "balance", "scale", "page"] {
         let rows: Vec<_> = report
             .rows
             .iter()

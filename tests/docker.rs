@@ -10,7 +10,8 @@
 //!   (`zmq-reqrep:test-…`, through the files' IMAGE variable), never over
 //!   the students' `zmq-reqrep`;
 //! - every stack has its own project name and free host ports on 127.0.0.1
-//!   (SERVER_PORTS, FRONTEND_PORT, BACKEND_PORT), never 5555/5556;
+//!   (SERVER_PORTS, FRONTEND_PORT, BACKEND_PORT, HTTP_PORT), never
+//!   5555/5556/8080;
 //! - every stack is taken down (`down -v`) when its test ends, passed or
 //!   failed; the variables the files pass through are cleared from what
 //!   `docker compose` inherits, so a COUNT or RUST_LOG in the shell running
@@ -61,6 +62,7 @@ const SETTINGS: &[&str] = &[
     "SERVER_PORTS",
     "FRONTEND_PORT",
     "BACKEND_PORT",
+    "HTTP_PORT",
     "COMPOSE_PROJECT_NAME",
     "COMPOSE_FILE",
     "WORKERS",
@@ -223,6 +225,7 @@ impl Stack {
             ("SERVER_PORTS", free_port().to_string()),
             ("FRONTEND_PORT", free_port().to_string()),
             ("BACKEND_PORT", free_port().to_string()),
+            ("HTTP_PORT", free_port().to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -920,7 +923,8 @@ fn the_broker_file_stays_one_that_docker_stack_deploy_accepts() {
     }
 
     // With the second file, its host-mode ports replace the first file's
-    // (merged by published port), at the same FRONTEND_PORT/BACKEND_PORT.
+    // (merged by published port), at the same FRONTEND_PORT, BACKEND_PORT
+    // and HTTP_PORT.
     let mut command = Command::new("docker");
     command
         .args(["stack", "config", "-c"])
@@ -934,12 +938,13 @@ fn the_broker_file_stays_one_that_docker_stack_deploy_accepts() {
         ("ENDPOINT_MODE", "dnsrr"),
         ("FRONTEND_PORT", "40001"),
         ("BACKEND_PORT", "40002"),
+        ("HTTP_PORT", "40003"),
     ]);
     let config = ok(&mut command, COMMAND_TIMEOUT);
     assert!(config.contains("endpoint_mode: dnsrr"), "{config}");
-    assert_eq!(config.matches("mode: host").count(), 2, "{config}");
+    assert_eq!(config.matches("mode: host").count(), 3, "{config}");
     assert!(!config.contains("mode: ingress"), "{config}");
-    for port in ["published: 40001", "published: 40002"] {
+    for port in ["published: 40001", "published: 40002", "published: 40003"] {
         assert!(config.contains(port), "{config}");
     }
 }
@@ -1022,6 +1027,66 @@ fn compose_stop_returns_within_three_seconds() {
             }
         }
     }
+}
+
+/// `GET path` over a plain TcpStream: the status code and the body.
+fn http_get(address: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(COMMAND_TIMEOUT)).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+    (status.unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn the_broker_page_is_published_and_names_the_lb_workers() {
+    let Some(_engine) = engine() else { return };
+    let stack = Stack::new(
+        BROKER,
+        "page",
+        &[("MODE", "lb"), ("COUNT", "6"), ("INTERVAL_MS", "20")],
+    );
+    stack.compose(&["up", "-d", "--scale", "worker=2", "broker", "worker"]);
+    stack.wait_log("broker", " ready", 2);
+    stack.compose(&["up", "-d", "--no-deps", "client"]);
+    let client = stack.wait_for("client", 1, EXITED).remove(0);
+    assert_eq!(client.exit_code, 0, "{}", logs(&client.id));
+
+    let page = stack.published("broker", 1, 8080);
+    assert_eq!(page, format!("127.0.0.1:{}", stack.var("HTTP_PORT")));
+    let (status, html) = http_get(&page, "/");
+    assert_eq!(status, 200);
+    assert!(html.contains("/stats"), "{html}");
+    // The broker publishes a few times a second: the last reply shows soon.
+    let deadline = Instant::now() + STACK_TIMEOUT;
+    let stats = loop {
+        let (status, body) = http_get(&page, "/stats");
+        assert_eq!(status, 200, "{body}");
+        let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if stats["replies"] == 6 {
+            break stats;
+        }
+        assert!(Instant::now() < deadline, "{stats:#}");
+        thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(stats["mode"], "lb");
+    // A worker's name is its container's host name: the start of its id.
+    let ids = stack.containers("worker");
+    let workers = stats["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2, "{stats:#}");
+    for worker in workers {
+        let name = worker["name"].as_str().unwrap();
+        assert!(
+            ids.iter().any(|id| id.starts_with(name)),
+            "{name} in {ids:?}"
+        );
+    }
+    let served: u64 = workers.iter().map(|w| w["served"].as_u64().unwrap()).sum();
+    assert_eq!(served, 6, "{stats:#}");
 }
 
 // --- Docker Swarm ----------------------------------------------------------
@@ -1200,6 +1265,7 @@ impl SwarmStack {
             ("IMAGE", image()),
             ("FRONTEND_PORT", free_port().to_string()),
             ("BACKEND_PORT", free_port().to_string()),
+            ("HTTP_PORT", free_port().to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -1445,7 +1511,8 @@ fn swarm_stack_scales_and_every_client_gets_every_reply_and_ends_once() {
         ports,
         [
             (5555, port("FRONTEND_PORT"), "host"),
-            (5556, port("BACKEND_PORT"), "host")
+            (5556, port("BACKEND_PORT"), "host"),
+            (8080, port("HTTP_PORT"), "host")
         ],
         "{endpoint}"
     );

@@ -11,6 +11,7 @@
 //! | module | what it does |
 //! |---|---|
 //! | [`scenarios`] | reqrep, broker, pipeline, balance, scale |
+//! | [`page`] | page: the lb broker with its live page watched, and without |
 //! | [`curve`] | the keys of the CURVE variants of reqrep and broker |
 //! | [`peers`] | the baselines (bare REQ/REP, raw TCP, `zmq::proxy`, ...) and load generators |
 //! | [`stats`] | percentiles, medians |
@@ -18,6 +19,7 @@
 
 pub mod chart;
 pub mod curve;
+pub mod page;
 pub mod peers;
 pub mod scenarios;
 pub mod stats;
@@ -36,15 +38,15 @@ pub struct Options {
     pub size: usize,
     /// Lock-step round trips in the reqrep and pipeline scenarios.
     pub round_trips: u64,
-    /// Clients in the broker and balance scenarios.
+    /// Clients in the broker, balance and page scenarios.
     pub clients: usize,
-    /// Workers in the broker and balance scenarios.
+    /// Workers in the broker, balance and page scenarios.
     pub workers: usize,
-    /// Requests per client in the broker scenario.
+    /// Requests per client in the broker and page scenarios.
     pub requests: u64,
     /// Requests per client in the balance scenario.
     pub balance_requests: u64,
-    /// Service time of the workers in the broker scenario (ms).
+    /// Service time of the workers in the broker and page scenarios (ms).
     pub work_ms: u64,
     /// Service time of the fast workers in the balance scenario (ms).
     pub fast_ms: u64,
@@ -66,7 +68,7 @@ pub struct Options {
 /// One line of the table: a variant of a scenario, from its median run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
-    /// `reqrep`, `broker`, `pipeline`, `balance` or `scale`.
+    /// `reqrep`, `broker`, `pipeline`, `balance`, `scale` or `page`.
     pub scenario: String,
     /// What ran.
     pub variant: String,

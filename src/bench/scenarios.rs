@@ -22,7 +22,7 @@ use super::{Options, Row};
 use crate::plumbing::child::{Child, Stream};
 
 /// What one run of a variant measured.
-struct Run {
+pub(super) struct Run {
     answered: u64,
     sent: u64,
     elapsed: Duration,
@@ -39,7 +39,7 @@ impl Run {
         replies as f64 / time.as_secs_f64().max(1e-9)
     }
 
-    fn from_outcome(outcome: Outcome, server: &Child) -> Run {
+    pub(super) fn from_outcome(outcome: Outcome, server: &Child) -> Run {
         Run {
             answered: outcome.rtts_ns.len() as u64,
             sent: outcome.sent,
@@ -59,21 +59,21 @@ impl Run {
 }
 
 /// Who is measured: a name, and the size of the set-up.
-struct Variant<'a> {
-    scenario: &'a str,
-    name: String,
-    baseline: bool,
-    clients: usize,
-    workers: usize,
+pub(super) struct Variant<'a> {
+    pub(super) scenario: &'a str,
+    pub(super) name: String,
+    pub(super) baseline: bool,
+    pub(super) clients: usize,
+    pub(super) workers: usize,
 }
 
 /// How to run a variant once.
-type Once<'a> = Box<dyn FnMut() -> anyhow::Result<Run> + 'a>;
+pub(super) type Once<'a> = Box<dyn FnMut() -> anyhow::Result<Run> + 'a>;
 
 /// Runs every variant `options.repeat` times, in rounds (A, B, C, A, B, C,
 /// ...) so that a machine getting busier or quieter during the benchmark
 /// affects all variants alike, and reports each variant's median run.
-fn measure(
+pub(super) fn measure(
     mut variants: Vec<(Variant<'_>, Once<'_>)>,
     options: &Options,
 ) -> anyhow::Result<Vec<Row>> {
@@ -141,7 +141,7 @@ pub fn with_ratios(mut rows: Vec<Row>) -> Vec<Row> {
 // --- processes ---------------------------------------------------------------
 
 /// Starts `bench peer <args>` (the baselines and load generators).
-fn peer(args: &[&str]) -> anyhow::Result<Child> {
+pub(super) fn peer(args: &[&str]) -> anyhow::Result<Child> {
     let exe = std::env::current_exe()?;
     let mut all = vec!["peer".to_string()];
     all.extend(args.iter().map(|a| a.to_string()));
@@ -155,11 +155,11 @@ fn role(name: &str, args: &[&str]) -> anyhow::Result<Child> {
     )
 }
 
-const READY_WITHIN: Duration = Duration::from_secs(10);
+pub(super) const READY_WITHIN: Duration = Duration::from_secs(10);
 
 /// The tcp endpoints in the first log line containing `needle`, as
 /// 127.0.0.1 addresses.
-fn endpoints(child: &Child, needle: &str) -> anyhow::Result<Vec<String>> {
+pub(super) fn endpoints(child: &Child, needle: &str) -> anyhow::Result<Vec<String>> {
     let line = child
         .wait_for(Stream::Err, needle, 1, READY_WITHIN)?
         .remove(0);
@@ -231,7 +231,7 @@ fn peer_pair(server_args: &[&str], client_args: &[&str], options: &Options) -> a
 }
 
 /// Waits for a load-generating peer and reads its JSON outcome.
-fn outcome(child: &mut Child, options: &Options) -> anyhow::Result<Outcome> {
+pub(super) fn outcome(child: &mut Child, options: &Options) -> anyhow::Result<Outcome> {
     child.wait(options.max_run)?;
     let last = child
         .lines(Stream::Out)
@@ -455,7 +455,7 @@ fn listening_port_of(child: &Child) -> anyhow::Result<String> {
 
 /// Which broker sits between the clients and the workers.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Broker {
+pub(super) enum Broker {
     /// libzmq's `zmq::proxy` (run by `bench peer proxy`), with REP workers.
     Libzmq,
     /// `broker --mode proxy`, with REP workers.
@@ -495,7 +495,7 @@ impl Broker {
 
     /// Starts one worker per service time, and waits until all are connected
     /// (and, for lb, announced): requests only go to workers already there.
-    fn workers(
+    pub(super) fn workers(
         self,
         broker: &Child,
         backend: &str,

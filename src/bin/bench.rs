@@ -17,6 +17,7 @@
 //! | `pipeline` | what does "DEALER is asynchronous" buy? | lock-step REQ |
 //! | `balance` | what does load balancing buy with one slow worker? | round robin |
 //! | `scale` | do 1000 clients get through, and in how much memory? | 1 client |
+//! | `page` | what does the live page (`broker --http`) cost while watched? | the lb broker without it |
 //!
 //! The role binaries (`reqrep_server`, `broker`, ...) are run from the same
 //! directory as this one; run through `cargo run`, the bench builds them
@@ -60,6 +61,8 @@ enum Command {
     Balance(RunArgs),
     /// 1, 10, 100, 1000 concurrent clients through the lb broker
     Scale(RunArgs),
+    /// The lb broker with its live page watched (--http), and without
+    Page(RunArgs),
     /// Draw the SVG chart of a JSON report
     Chart {
         /// A report written by `--json`
@@ -80,13 +83,13 @@ struct RunArgs {
     /// Round trips in the reqrep and pipeline scenarios
     #[arg(long, default_value_t = 20_000)]
     round_trips: u64,
-    /// Clients in the broker and balance scenarios
+    /// Clients in the broker, balance and page scenarios
     #[arg(long, default_value_t = 4)]
     clients: usize,
-    /// Workers in the broker, balance and scale scenarios
+    /// Workers in the broker, balance, scale and page scenarios
     #[arg(long, default_value_t = 4)]
     workers: usize,
-    /// Requests per client in the broker scenario
+    /// Requests per client in the broker and page scenarios
     #[arg(long, default_value_t = 5_000)]
     requests: u64,
     /// Requests per client in the balance scenario
@@ -201,6 +204,12 @@ enum Peer {
         #[arg(long)]
         size: usize,
     },
+    Viewer {
+        #[arg(long)]
+        address: String,
+        #[arg(long)]
+        viewers: usize,
+    },
     Fleet {
         #[arg(long)]
         connect: String,
@@ -247,6 +256,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 scenarios::pipeline,
                 scenarios::balance,
                 scenarios::scale,
+                bench::page::page,
             ],
         ),
         Command::Reqrep(args) => (args, vec![scenarios::reqrep]),
@@ -254,6 +264,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Pipeline(args) => (args, vec![scenarios::pipeline]),
         Command::Balance(args) => (args, vec![scenarios::balance]),
         Command::Scale(args) => (args, vec![scenarios::scale]),
+        Command::Page(args) => (args, vec![bench::page::page]),
     };
     build_roles()?;
     zmq_reqrep::plumbing::limits::raise_open_files();
@@ -349,6 +360,7 @@ fn run_peer(peer: Peer) -> anyhow::Result<()> {
         } => peers::tcp_client(&connect, count, size),
         Peer::Proxy { frontend, backend } => peers::proxy(&frontend, &backend),
         Peer::RouterEcho { bind } => peers::router_echo(&bind),
+        Peer::Viewer { address, viewers } => bench::page::viewer(&address, viewers),
         Peer::DealerPipeline {
             connect,
             count,

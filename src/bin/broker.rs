@@ -16,6 +16,11 @@
 //!
 //! or in containers: `docker compose -f docker-compose.broker.yml up`.
 //!
+//! `--http 127.0.0.1:8080` also serves a live page of the broker for the
+//! projector (http://127.0.0.1:8080/): the workers, the idle queue, the
+//! requests per second, the events; its figures as JSON at `/stats`
+//! (`src/broker/dashboard.rs`). The compose file serves it on port 8080.
+//!
 //! Two modes, one file each under `src/broker/`:
 //! - `--mode proxy` (default, `proxy.rs`): ROUTER frontend + DEALER backend,
 //!   what `zmq::proxy` does. The DEALER hands requests to connected workers in
@@ -41,12 +46,14 @@
 //! servers both depend on the broker?" (it is the only one that binds).
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use tracing::info;
 
+use zmq_reqrep::broker::dashboard::{self, Board, Publisher};
 use zmq_reqrep::broker::{lb, proxy};
 use zmq_reqrep::plumbing::cli::{LimitArgs, NameArg, ServerSecurityArgs};
 use zmq_reqrep::plumbing::endpoint::{self, last_endpoint};
@@ -85,6 +92,13 @@ struct Args {
     #[arg(long, env, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     heartbeat_ms: u64,
 
+    /// Serve a live page of the broker on this address: GET / is the page,
+    /// GET /stats its figures as JSON. 127.0.0.1:8080 for this machine
+    /// only; 0.0.0.0:8080 for other machines too (in a container, for its
+    /// published port). Off unless given
+    #[arg(long, env, value_name = "IP:PORT", value_parser = http_address)]
+    http: Option<String>,
+
     #[command(flatten)]
     limit: LimitArgs,
 
@@ -93,6 +107,22 @@ struct Args {
 
     #[command(flatten)]
     name: NameArg,
+}
+
+/// An `--http` value: `IP:PORT` or `HOST:PORT` (resolved when bound);
+/// empty (`HTTP=` in a compose file) means no page.
+fn http_address(value: &str) -> Result<String, String> {
+    if value.contains("://") {
+        return Err("give IP:PORT, such as 127.0.0.1:8080, without a scheme".into());
+    }
+    let port = value
+        .rsplit_once(':')
+        .map(|(host, port)| (host, port.parse::<u16>()));
+    match port {
+        _ if value.is_empty() => Ok(String::new()),
+        Some((host, Ok(_))) if !host.is_empty() => Ok(value.to_string()),
+        _ => Err("expected IP:PORT, such as 127.0.0.1:8080 (port 0: any free port)".into()),
+    }
 }
 
 fn main() -> ExitCode {
@@ -144,6 +174,27 @@ fn run(args: &Args) -> anyhow::Result<()> {
     backend
         .bind(&args.backend)
         .map_err(UsageError::at("--backend", &args.backend))?;
+    // The live page (src/broker/dashboard.rs): its own threads read what
+    // the loop publishes; the sockets stay in this thread. Stopped when
+    // `server` is dropped, at the end of this function.
+    let (page, server) = match args.http.as_deref().filter(|address| !address.is_empty()) {
+        Some(address) => {
+            let board = Board::new(
+                match args.mode {
+                    Mode::Proxy => "proxy",
+                    Mode::Lb => "lb",
+                },
+                &args.name.name,
+                frontend.open_connections(),
+                backend.open_connections(),
+            );
+            let server = dashboard::serve(address, Arc::clone(&board))
+                .map_err(|error| UsageError::new("--http", address, &error.to_string()))?;
+            (Some(Publisher::new(board)), Some(server))
+        }
+        None => (None, None),
+    };
+
     let (mode, backend_type) = match args.mode {
         Mode::Proxy => ("proxy", "DEALER"),
         Mode::Lb => ("load-balancing (lb)", "ROUTER"),
@@ -153,14 +204,20 @@ fn run(args: &Args) -> anyhow::Result<()> {
         last_endpoint(&frontend),
         last_endpoint(&backend)
     );
+    if let Some(server) = &server {
+        info!(
+            "live page on http://{}/ (its figures as JSON at /stats)",
+            server.local_addr()
+        );
+    }
 
     match args.mode {
-        Mode::Proxy => proxy::run(&frontend, &backend, &shutdown)?,
+        Mode::Proxy => proxy::run(&frontend, &backend, page, &shutdown)?,
         Mode::Lb => {
             let options = lb::Options {
                 heartbeat: Duration::from_millis(args.heartbeat_ms),
             };
-            lb::run(&frontend, &backend, options, &shutdown)?
+            lb::run(&frontend, &backend, options, page, &shutdown)?
         }
     };
     Ok(())

@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
+use super::dashboard::{self, Journal, Kind, Publisher, Snapshot, WorkerView};
 use super::{
     BURST, Problem, Refused, Traffic, deliver_reply, next_request, peer_of, recv_message,
     send_message,
@@ -69,6 +70,8 @@ struct Worker {
     /// Expired while holding a request: it gets no work, but a reply it
     /// still sends for that request is delivered.
     silent: bool,
+    /// Requests it answered (for the page).
+    served: u64,
 }
 
 impl Worker {
@@ -90,9 +93,22 @@ fn client_of(envelope: &[Vec<u8>]) -> String {
 struct Workers {
     known: HashMap<Vec<u8>, Worker>,
     idle: VecDeque<Vec<u8>>,
+    /// What happened to workers lately, for the page.
+    journal: Journal,
+    /// Requests answered by workers since forgotten, for the page.
+    served_by_gone: u64,
 }
 
 impl Workers {
+    /// A worker's name, or its identity while it has none (the page's
+    /// label; log lines give both, see [`Workers::label`]).
+    fn shown(&self, id: &[u8]) -> String {
+        match self.known.get(id).and_then(|worker| worker.name.clone()) {
+            Some(name) => name,
+            None => hex(id),
+        }
+    }
+
     fn label(&self, id: &[u8]) -> String {
         match self.known.get(id).and_then(|worker| worker.name.as_deref()) {
             Some(name) => format!("{name} ({})", hex(id)),
@@ -104,13 +120,22 @@ impl Workers {
     /// worker that had expired while busy is trusted again.
     fn heard(&mut self, id: &[u8], now: Instant) -> Option<&mut Worker> {
         let label = self.label(id);
-        let worker = self.known.get_mut(id)?;
+        // Two fields borrowed apart: the journal is written while the
+        // worker is held, without looking it up twice.
+        let Workers { known, journal, .. } = self;
+        let worker = known.get_mut(id)?;
         worker.last_heard = now;
         if worker.silent {
             worker.silent = false;
+            let client = worker.holds.as_deref().map(client_of).unwrap_or_default();
             info!(
-                "worker {label} is heard from again, still holding the request from client {}",
-                worker.holds.as_deref().map(client_of).unwrap_or_default()
+                "worker {label} is heard from again, still holding the request from client {client}"
+            );
+            let shown = worker.name.clone().unwrap_or_else(|| hex(id));
+            journal.record(
+                Kind::Back,
+                &shown,
+                format!("heard from again, still holding the request from client {client}"),
             );
         }
         Some(worker)
@@ -124,6 +149,15 @@ impl Workers {
         // terminal control sequences into the log.
         let name = text(name).to_string();
         let Some(worker) = self.heard(id, now) else {
+            let (kind, how) = if self.journal.expired_earlier(&name) {
+                (
+                    Kind::Rejoined,
+                    "announced itself again (READY), on a new connection",
+                )
+            } else {
+                (Kind::Joined, "announced itself (READY)")
+            };
+            self.journal.record(kind, &name, how);
             self.known.insert(
                 id.to_vec(),
                 Worker {
@@ -131,6 +165,7 @@ impl Workers {
                     last_heard: now,
                     holds: None,
                     silent: false,
+                    served: 0,
                 },
             );
             self.idle.push_back(id.to_vec());
@@ -148,8 +183,21 @@ impl Workers {
                 self.label(id),
                 client_of(&envelope)
             );
+            let shown = self.shown(id);
+            self.journal.record(
+                Kind::Restarted,
+                &shown,
+                format!(
+                    "announced itself idle while holding a request from client {}: that request \
+                     is lost",
+                    client_of(&envelope)
+                ),
+            );
         } else if renamed {
             info!("worker {} ready", self.label(id));
+            let shown = self.shown(id);
+            self.journal
+                .record(Kind::Named, &shown, format!("is the name of {}", hex(id)));
         }
     }
 
@@ -167,9 +215,15 @@ impl Workers {
                 last_heard: now,
                 holds: None,
                 silent: false,
+                served: 0,
             },
         );
         self.idle.push_back(id.to_vec());
+        self.journal.record(
+            Kind::Rejoined,
+            &hex(id),
+            "rejoined on its heartbeat (it announced itself to an earlier broker)",
+        );
         info!(
             "worker {} rejoined on its heartbeat (it announced itself to an earlier broker); \
              its name comes with its next READY",
@@ -194,11 +248,15 @@ impl Workers {
             return false;
         }
         let envelope = worker.holds.take().unwrap_or_default();
+        worker.served += 1;
         if std::mem::take(&mut worker.silent) {
             info!(
                 "worker {label} answered after all: the reply for client {} is delivered",
                 client_of(&envelope)
             );
+            let shown = self.shown(id);
+            self.journal
+                .record(Kind::Back, &shown, "answered after all");
         }
         self.idle.push_back(id.to_vec());
         true
@@ -221,6 +279,7 @@ impl Workers {
             .collect();
         for id in silent {
             let label = self.label(&id);
+            let shown = self.shown(&id);
             let Some(worker) = self.known.get_mut(&id) else {
                 continue;
             };
@@ -228,15 +287,25 @@ impl Workers {
                 None => {
                     self.forget(&id);
                     warn!("worker {label} expired: {}", why());
+                    self.journal.record(Kind::Expired, &shown, why());
                 }
                 Some(envelope) => {
                     worker.silent = true;
+                    let client = client_of(envelope);
                     warn!(
-                        "worker {label} expired: {} while holding a request from client {}, \
+                        "worker {label} expired: {} while holding a request from client {client}, \
                          which may be lost (a client with a timeout resends it); its reply is \
                          still delivered if it comes",
                         why(),
-                        client_of(envelope)
+                    );
+                    self.journal.record(
+                        Kind::Silent,
+                        &shown,
+                        format!(
+                            "{} while holding a request from client {client}: no more work \
+                             for it",
+                            why()
+                        ),
                     );
                 }
             }
@@ -247,13 +316,28 @@ impl Workers {
     /// it): forgets it, and says whether a request went with it.
     fn gone(&mut self, id: &[u8]) {
         let label = self.label(id);
+        let shown = self.shown(id);
         match self.forget(id).and_then(|worker| worker.holds) {
-            Some(envelope) => warn!(
-                "worker {label} expired: its connection is closed; the request it held from \
-                 client {} is lost (a client with a timeout resends it)",
-                client_of(&envelope)
-            ),
-            None => warn!("worker {label} expired: its connection is closed"),
+            Some(envelope) => {
+                let client = client_of(&envelope);
+                warn!(
+                    "worker {label} expired: its connection is closed; the request it held from \
+                     client {client} is lost (a client with a timeout resends it)"
+                );
+                self.journal.record(
+                    Kind::Expired,
+                    &shown,
+                    format!(
+                        "its connection is closed; the request it held from client {client} \
+                         is lost"
+                    ),
+                );
+            }
+            None => {
+                warn!("worker {label} expired: its connection is closed");
+                self.journal
+                    .record(Kind::Expired, &shown, "its connection is closed");
+            }
         }
     }
 
@@ -262,7 +346,36 @@ impl Workers {
         if worker.holds.is_none() {
             self.idle.retain(|idle| idle != id);
         }
+        self.served_by_gone += worker.served;
         Some(worker)
+    }
+
+    /// The workers, the idle queue and the events, for the page.
+    fn show(&self, snapshot: &mut Snapshot, now: Instant) {
+        let workers = self
+            .known
+            .iter()
+            .map(|(id, worker)| WorkerView {
+                name: worker.name.clone(),
+                id: hex(id),
+                state: match (&worker.holds, worker.silent) {
+                    (None, _) => "idle",
+                    (Some(_), false) => "busy",
+                    (Some(_), true) => "silent",
+                },
+                served: worker.served,
+                last_heard_ms: now.saturating_duration_since(worker.last_heard).as_millis() as u64,
+            })
+            .collect();
+        snapshot.set_workers(workers);
+        snapshot.idle_queue = self
+            .idle
+            .iter()
+            .take(dashboard::SHOWN)
+            .map(|id| self.shown(id))
+            .collect();
+        snapshot.served_by_gone = self.served_by_gone;
+        snapshot.events = self.journal.to_vec();
     }
 
     /// Hands `request` to the idle worker waiting longest. Gives the request
@@ -308,7 +421,8 @@ impl Workers {
 }
 
 /// Balances requests from a bound ROUTER `frontend` over the workers of a
-/// bound ROUTER `backend` until a stop is asked for.
+/// bound ROUTER `backend` until a stop is asked for, publishing what it
+/// knows to `page` (`--http`), if given, a few times a second.
 ///
 /// Both sockets should have ZMQ_ROUTER_MANDATORY set: sending to an identity
 /// that is not connected then fails, which tells the broker a worker (or a
@@ -317,6 +431,7 @@ pub fn run(
     frontend: &zmq::Socket,
     backend: &zmq::Socket,
     options: Options,
+    mut page: Option<Publisher>,
     shutdown: &Shutdown,
 ) -> zmq::Result<Traffic> {
     let mut traffic = Traffic::new();
@@ -379,6 +494,15 @@ pub fn run(
                 workers.known.len()
             )
         });
+        if let Some(page) = &mut page {
+            // The same condition as the frontend's poll flags above.
+            let paused = held.is_some() || workers.idle.is_empty();
+            page.tick(now, traffic.counts(), |snapshot| {
+                snapshot.heartbeat_ms = Some(options.heartbeat.as_millis() as u64);
+                snapshot.frontend_paused = paused;
+                workers.show(snapshot, now);
+            });
+        }
     }
     if let Some(request) = held {
         let client = request.first().map_or_else(String::new, |id| hex(id));

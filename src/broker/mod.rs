@@ -12,7 +12,8 @@
 //!
 //! Both forward whole multipart messages, never splitting or reordering
 //! frames, count messages (not frames), and log a summary at most once a
-//! second while traffic flows.
+//! second while traffic flows. With `--http`, both also publish what they
+//! know to the broker's live page ([`dashboard`]) a few times a second.
 //!
 //! A message the broker cannot use is dropped and counted. The first of
 //! each kind is logged at once, with where it came from; more of the same
@@ -20,6 +21,7 @@
 //! second later. A flood of bad messages thus costs a counter each, not a
 //! log line each: the broker keeps serving everyone else.
 
+pub mod dashboard;
 pub mod lb;
 pub mod proxy;
 

@@ -35,6 +35,7 @@ use std::time::Instant;
 
 use tracing::warn;
 
+use super::dashboard::Publisher;
 use super::{
     BURST, Problem, Traffic, deliver_reply, next_request, peer_of, recv_message, send_message,
 };
@@ -47,13 +48,15 @@ use crate::protocol::{self, Frames};
 const LB_WORKERS_REMEMBERED: usize = 1024;
 
 /// Forwards between a bound ROUTER `frontend` and a bound DEALER `backend`
-/// until a stop is asked for; returns the message counts.
+/// until a stop is asked for, publishing its counts to `page` (`--http`),
+/// if given, a few times a second; returns the message counts.
 ///
 /// The frontend should have ZMQ_ROUTER_MANDATORY set, so that a reply for a
 /// client that has gone is reported instead of silently dropped.
 pub fn run(
     frontend: &zmq::Socket,
     backend: &zmq::Socket,
+    mut page: Option<Publisher>,
     shutdown: &Shutdown,
 ) -> zmq::Result<Traffic> {
     let mut traffic = Traffic::new();
@@ -88,7 +91,14 @@ pub fn run(
         if items[0].is_readable() && waiting.is_none() {
             waiting = forward_requests(frontend, backend, &mut traffic)?;
         }
-        traffic.tick(Instant::now(), String::new);
+        let now = Instant::now();
+        traffic.tick(now, String::new);
+        if let Some(page) = &mut page {
+            let paused = waiting.is_some();
+            page.tick(now, traffic.counts(), |snapshot| {
+                snapshot.frontend_paused = paused;
+            });
+        }
     }
     traffic.log_total();
     Ok(traffic)

@@ -56,7 +56,7 @@ use tracing::warn;
 use crate::LINGER_MS;
 use crate::plumbing::cli::LimitArgs;
 use crate::plumbing::keepalive;
-use crate::plumbing::monitor::{self, Watch};
+use crate::plumbing::monitor::{self, OpenConnections, Watch};
 
 /// Pending connections a listening socket queues (ZMQ_BACKLOG). libzmq's
 /// default of 100 drops the excess when a thousand clients connect at once,
@@ -131,6 +131,14 @@ pub fn harden_with_hint(
         watch,
         kind,
     })
+}
+
+impl Listener {
+    /// The socket's open connections, as its monitor counts them; `None`
+    /// if the monitor could not be started.
+    pub fn open_connections(&self) -> Option<OpenConnections> {
+        self.watch.as_ref().map(Watch::open_connections)
+    }
 }
 
 impl Deref for Listener {

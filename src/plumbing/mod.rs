@@ -15,6 +15,7 @@
 //! | [`output`] | buffered stdout/stderr, flushed every 100 ms and at exit, never waiting for a reader |
 //! | [`shutdown`] | Ctrl-C and SIGTERM stop every role within a second |
 //! | [`exit`] | one-line errors and exit codes (2 for a bad command line) |
+//! | [`http`] | a small HTTP server bounded in every way, for the broker's page (`--http`) |
 //! | [`limits`] | raises the open-files limit, for brokers facing many clients |
 //! | [`child`] | child processes that report their output lines, memory and CPU (bench and tests) |
 
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod connection;
 pub mod endpoint;
 pub mod exit;
+pub mod http;
 pub mod keepalive;
 pub mod limits;
 pub mod listener;

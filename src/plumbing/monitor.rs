@@ -37,6 +37,7 @@ use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::TcpStream;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread;
@@ -103,6 +104,8 @@ pub fn watch_with_hint(
     receiver.set_linger(0)?;
     receiver.connect(&endpoint)?;
     let (done, finished) = mpsc::channel();
+    let open = OpenConnections::default();
+    let counted = open.clone();
     let spawned = thread::Builder::new()
         .name(format!("monitor-{kind}"))
         .spawn(move || {
@@ -112,6 +115,7 @@ pub fn watch_with_hint(
                 peers: HashMap::new(),
                 handshake_failed: None,
                 hint,
+                open: counted,
             }
             .run(&receiver);
             // Close the socket before saying so: the context waits for it.
@@ -128,16 +132,41 @@ pub fn watch_with_hint(
         }
     };
     socket.monitor(&endpoint, events)?;
-    Ok(Some(Watch { thread, finished }))
+    Ok(Some(Watch {
+        thread,
+        finished,
+        open,
+    }))
+}
+
+/// How many connections a monitored socket has open: accepted and not yet
+/// disconnected, as far as its monitor thread has read the events (it
+/// reads them as they come). Any peer counts, until libzmq drops it: one
+/// that is not ZeroMQ at all is counted for the moment its handshake takes
+/// to fail.
+#[derive(Clone, Debug, Default)]
+pub struct OpenConnections(Arc<AtomicUsize>);
+
+impl OpenConnections {
+    /// The count now.
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// The monitor thread of one socket.
 pub struct Watch {
     thread: thread::JoinHandle<()>,
     finished: mpsc::Receiver<()>,
+    open: OpenConnections,
 }
 
 impl Watch {
+    /// The socket's open connections, counted by this thread.
+    pub fn open_connections(&self) -> OpenConnections {
+        self.open.clone()
+    }
+
     /// Waits, at most `within`, for the thread to end, which it does once
     /// its socket is closed and destroyed; `false` if it did not end in
     /// time (the thread is then left to the process's exit).
@@ -176,6 +205,8 @@ struct Watcher {
     handshake_failed: Option<Failure>,
     /// Added to the first handshake-failure warning, then forgotten.
     hint: Option<&'static str>,
+    /// `peers.len()`, for other threads.
+    open: OpenConnections,
 }
 
 struct Peer {
@@ -242,6 +273,7 @@ impl Watcher {
             },
         };
         self.peers.insert(fd, peer);
+        self.open.0.store(self.peers.len(), Ordering::Relaxed);
     }
 
     /// The event does not say which connection completed its handshake.
@@ -256,11 +288,13 @@ impl Watcher {
 
     fn disconnected(&mut self, fd: u32) {
         let kind = self.kind;
+        let removed = self.peers.remove(&fd);
+        self.open.0.store(self.peers.len(), Ordering::Relaxed);
         let Some(Peer {
             address,
             stream,
             greeted,
-        }) = self.peers.remove(&fd)
+        }) = removed
         else {
             info!("{kind}: a peer disconnected");
             return;

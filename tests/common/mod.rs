@@ -260,3 +260,11 @@ pub fn skipped(why: &str) {
 pub fn py_script(name: &str) -> String {
     format!("{}/tests/py/{name}", env!("CARGO_MANIFEST_DIR"))
 }
+
+/// Waits for a broker started with `--http 127.0.0.1:0` to log its page,
+/// and returns the page's address (`127.0.0.1:PORT`).
+pub fn wait_page(broker: &Proc) -> String {
+    let line = broker.wait_log("live page on http://", SOON);
+    let after = line.split("http://").nth(1).unwrap();
+    after.split('/').next().unwrap().to_string()
+}
