@@ -10,8 +10,11 @@
 //!
 //! ```text
 //! reqrep_client[laptop] #1 sent b"Hello" got b"World" in 0.412 ms
-//! reqrep_client[laptop] done: 1 replies to 1 requests, 0 resends, in 0.001 s, round trip avg 0.412 ms, max 0.412 ms
+//! reqrep_client[laptop] done: 1 reply to 1 request, 0 resends, in 0.001 s, round trip avg 0.412 ms, max 0.412 ms
 //! ```
+//!
+//! The summary counts the requests that left the client (a resend is not a
+//! new request), and gives no average when no reply came ("no round trips").
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +23,7 @@ use tracing::info;
 use crate::lazy_pirate::{Outcome, Policy, ReliableReq};
 use crate::payload::{self, show, show_frames};
 use crate::plumbing::cli::ClientArgs;
+use crate::plumbing::logging::Count;
 use crate::plumbing::output;
 use crate::plumbing::shutdown::Shutdown;
 
@@ -38,11 +42,25 @@ impl RoundTrips {
         self.max = self.max.max(rtt);
     }
 
-    fn average(&self) -> Duration {
+    fn average(&self) -> Option<Duration> {
         u32::try_from(self.count)
             .ok()
             .filter(|&count| count > 0)
-            .map_or(Duration::ZERO, |count| self.total / count)
+            .map(|count| self.total / count)
+    }
+}
+
+impl std::fmt::Display for RoundTrips {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.average() {
+            Some(average) => write!(
+                f,
+                "round trip avg {} ms, max {} ms",
+                Millis(average),
+                Millis(self.max)
+            ),
+            None => f.write_str("no round trips"),
+        }
     }
 }
 
@@ -60,7 +78,11 @@ impl std::fmt::Display for Millis {
 /// Runs the client until `--count` replies, Ctrl-C/SIGTERM, or a request
 /// that goes unanswered after every retry (an error).
 pub fn run(role: &str, args: &ClientArgs, shutdown: &Shutdown) -> anyhow::Result<()> {
-    let request = payload::load(&args.message, args.message_file.as_deref())?;
+    let request = payload::load(
+        &args.message,
+        args.message_file.as_deref(),
+        "--message-file",
+    )?;
     let interval = Duration::from_millis(args.interval_ms);
     // Formatted once, not for every reply line.
     let who = format!("{role}[{}]", args.name.name);
@@ -72,20 +94,20 @@ pub fn run(role: &str, args: &ClientArgs, shutdown: &Shutdown) -> anyhow::Result
     info!("REQ connecting to {}", args.connect.join(", "));
 
     let mut round_trips = RoundTrips::default();
-    let mut sent = 0u64;
+    let mut seq = 0u64;
     let started = Instant::now();
     let result = loop {
-        if args.count > 0 && sent == args.count {
+        if args.count > 0 && seq == args.count {
             break Ok(());
         }
-        sent += 1;
+        seq += 1;
         let asked = Instant::now();
-        match req.request(&request, sent, shutdown) {
+        match req.request(&request, seq, shutdown) {
             Ok(Outcome::Reply(reply)) => {
                 let rtt = asked.elapsed();
                 round_trips.record(rtt);
                 output::line(format_args!(
-                    "{who} #{sent} sent {request_shown} got {} in {} ms",
+                    "{who} #{seq} sent {request_shown} got {} in {} ms",
                     show_frames(&reply),
                     Millis(rtt)
                 ));
@@ -98,13 +120,11 @@ pub fn run(role: &str, args: &ClientArgs, shutdown: &Shutdown) -> anyhow::Result
         }
     };
     output::line(format_args!(
-        "{who} done: {} replies to {sent} requests, {} resends, in {:.3} s, \
-         round trip avg {} ms, max {} ms",
-        round_trips.count,
-        req.resends(),
+        "{who} done: {} to {}, {}, in {:.3} s, {round_trips}",
+        Count::irregular(round_trips.count, "reply", "replies"),
+        Count::new(req.sent(), "request"),
+        Count::new(req.resends(), "resend"),
         started.elapsed().as_secs_f64(),
-        Millis(round_trips.average()),
-        Millis(round_trips.max)
     ));
     result
 }

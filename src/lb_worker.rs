@@ -80,6 +80,7 @@ use crate::plumbing::exit::UsageError;
 use crate::plumbing::logging::Count;
 use crate::plumbing::shutdown::{CHECK_INTERVAL_MS, Shutdown};
 use crate::protocol::{self, Backoff, Frames, HEARTBEAT, READY};
+use crate::security::credentials::{self, explain_refusal};
 
 /// Requests from one broker that may wait while the worker is busy; a
 /// correct broker sends at most one more.
@@ -408,11 +409,14 @@ impl Broker {
                         self.endpoint
                     );
                 }
-                Change::Refused => warn!(
-                    "{} refused this worker during the ZeroMQ handshake: not a broker's \
-                     backend (a socket type that cannot talk to a DEALER, or not ZeroMQ)",
-                    self.endpoint
-                ),
+                Change::Refused => match explain_refusal(self.watch.handshake_failure()) {
+                    Some(why) => warn!("the broker at {} {why}", self.endpoint),
+                    None => warn!(
+                        "{} refused this worker during the ZeroMQ handshake: not a broker's \
+                         backend (a socket type that cannot talk to a DEALER, or not ZeroMQ)",
+                        self.endpoint
+                    ),
+                },
             }
         }
     }
@@ -577,6 +581,7 @@ fn open(ctx: &zmq::Context, endpoint: &str) -> anyhow::Result<(zmq::Socket, Watc
     // Sends go only to a live connection; what a broken one brought and was
     // not read yet is thrown away (see the module docs).
     socket.set_immediate(true)?;
+    credentials::apply(&socket)?; // src/security/: what the broker may ask for
     let watch = Watch::new(ctx, &socket)?;
     socket
         .connect(endpoint)

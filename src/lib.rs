@@ -11,13 +11,14 @@
 //! |---|---|
 //! | [`payload`] | shows bytes as Rust byte-string literals (`b"World"`), loads payload files |
 //! | [`faults`] | `--crash-after` and `--hang-after`, for the "server dies" experiment |
-//! | [`lazy_pirate`] | the reliable REQ request: timeout, new socket, resend |
+//! | [`lazy_pirate`] | the reliable REQ request: timeout, resend to the next server, stale replies told apart by id |
 //! | [`client`] | the request loop of `reqrep_client` and `broker_client` |
 //! | [`envelope`] | the ROUTER envelope: identity frames, empty delimiter, body |
 //! | [`broker`] | the broker's loops: `proxy` (round robin) and `lb` (load balancing) |
 //! | [`protocol`] | READY and HEARTBEAT: the load-balancing broker's wire protocol |
 //! | [`lb_worker`] | the worker side of that protocol, with reconnection and back-off |
 //! | [`pairs`] | the legal socket pairs, traced frame by frame (`socket_pairs`) |
+//! | [`security`] | who may join: `--allow`, PLAIN and CURVE, checked by a ZAP handler |
 //!
 //! Apart from the lessons:
 //!
@@ -37,6 +38,7 @@ pub mod pairs;
 pub mod payload;
 pub mod plumbing;
 pub mod protocol;
+pub mod security;
 
 /// How long a closing socket may keep trying to deliver what it has queued
 /// (ms). Short enough that no role hangs at exit, long enough for a last

@@ -9,7 +9,7 @@
 use std::fmt;
 use std::path::Path;
 
-use anyhow::Context as _;
+use crate::plumbing::exit::UsageError;
 
 /// Payloads up to this many bytes are shown whole.
 const SHOW_WHOLE: usize = 64;
@@ -105,11 +105,13 @@ impl fmt::Display for ShownFrames<'_> {
 }
 
 /// The payload a role sends: the text option, or the file when one is given
-/// (any bytes at all, for binary payloads).
-pub fn load(text: &str, file: Option<&Path>) -> anyhow::Result<Vec<u8>> {
+/// (any bytes at all, for binary payloads). A file that cannot be read is a
+/// usage error naming `option` (`--message-file`), as a bad value is.
+pub fn load(text: &str, file: Option<&Path>, option: &'static str) -> Result<Vec<u8>, UsageError> {
     match file {
-        Some(path) => std::fs::read(path)
-            .with_context(|| format!("reading the payload file {}", path.display())),
+        Some(path) => std::fs::read(path).map_err(|error| {
+            UsageError::new(option, &path.display().to_string(), &error.to_string())
+        }),
         None => Ok(text.as_bytes().to_vec()),
     }
 }

@@ -1,6 +1,6 @@
 //! Hostile input against every listening role: random bytes, ZeroMQ peers
 //! of the wrong type, broken envelopes, replies for clients that do not
-//! exist, oversize messages. Each must leave a warning in the log, and a
+//! exist, oversize frames. Each must leave a warning in the log, and a
 //! valid request right after it must succeed, while a naive client (which
 //! would hang on a single lost reply) keeps being served throughout.
 
@@ -106,7 +106,7 @@ fn dropped(log: &Proc) -> usize {
         .count()
 }
 
-/// A message over the 1 MiB default of --max-message-bytes from a `kind` peer.
+/// A one-frame message over the 1 MiB default of --max-message-bytes from a `kind` peer.
 fn oversize(
     ctx: &zmq::Context,
     log: &Proc,
@@ -127,7 +127,7 @@ fn oversize(
     log.wait_log_count(" connected", before + 1, SOON);
     big.send(vec![b'x'; 2 * 1024 * 1024], 0).unwrap();
     log.wait_log(
-        "after its handshake: a message over --max-message-bytes (1048576 bytes)",
+        "after its handshake: a frame over --max-message-bytes (1048576 bytes)",
         SOON,
     );
     drop(big);
@@ -283,4 +283,136 @@ fn proxy_broker_survives_hostile_peers() {
 #[test]
 fn lb_broker_survives_hostile_peers() {
     broker_survives_hostile_peers("lb", "lb", 0);
+}
+
+/// Resident memory of process `pid` from /proc: (now, peak), in KiB.
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse::<u64>().ok())
+            .unwrap()
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// A client that pushes up to 600 requests of 1 MB (under the 1 MiB
+/// default of --max-message-bytes) at a listener that is not reading them,
+/// and never reads a reply. Returns how many libzmq took before pushing
+/// back (2 s without room for one more).
+fn flood(ctx: &zmq::Context, endpoint: &str) -> usize {
+    let dealer = ctx.socket(zmq::DEALER).unwrap();
+    dealer.set_linger(0).unwrap();
+    dealer.set_sndhwm(2).unwrap(); // the backlog is the listener's, not ours
+    dealer.set_sndtimeo(2000).unwrap();
+    dealer.connect(endpoint).unwrap();
+    let body = vec![b'x'; 1_000_000];
+    let mut sent = 0;
+    while sent < 600 {
+        match dealer.send_multipart([&b""[..], &body], 0) {
+            Ok(()) => sent += 1,
+            Err(zmq::Error::EAGAIN) => break,
+            Err(other) => panic!("flood: {other}"),
+        }
+    }
+    sent
+}
+
+/// Floods `listener` (see [`flood`]) and returns its peak resident memory
+/// in MiB once it has stopped growing (1 s without 1 MiB more, at most
+/// 30 s).
+fn peak_under_flood(ctx: &zmq::Context, listener: &Proc, endpoint: &str, what: &str) -> u64 {
+    let sent = flood(ctx, endpoint);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut last = rss_kib(listener.pid()).0;
+    let mut steady_since = std::time::Instant::now();
+    while steady_since.elapsed() < Duration::from_secs(1) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = rss_kib(listener.pid()).0;
+        if now > last + 1024 {
+            steady_since = std::time::Instant::now();
+        }
+        last = last.max(now);
+    }
+    let peak_mib = rss_kib(listener.pid()).1 / 1024;
+    eprintln!("{what}: took {sent} requests of 1 MB, peak RSS {peak_mib} MiB");
+    peak_mib
+}
+
+/// Generous: the high-water marks allow some 32 MiB per connection; without
+/// them a listener took 600 MiB from one client.
+const FLOOD_BOUND_MIB: u64 = 150;
+
+#[test]
+fn defect_7_one_flooding_client_cannot_grow_a_listener_without_bound() {
+    let ctx = zmq::Context::new();
+    let mut peaks = Vec::new();
+
+    // A REP server busy on a long request: the flood's own first one.
+    let server = Proc::start(
+        SERVER,
+        &["--bind", "tcp://127.0.0.1:*", "--work-ms", "60000"],
+    );
+    let endpoint = server.wait_endpoints("REP listening on").remove(0);
+    peaks.push((
+        "reqrep_server, busy",
+        peak_under_flood(&ctx, &server, &endpoint, "reqrep_server"),
+    ));
+
+    // Brokers with no worker to hand the requests to.
+    for mode in ["proxy", "lb"] {
+        let (broker, frontend, _backend) = start_broker(mode, &[]);
+        let what = format!("broker --mode {mode}, no worker");
+        peaks.push((
+            if mode == "proxy" {
+                "broker proxy"
+            } else {
+                "broker lb"
+            },
+            peak_under_flood(&ctx, &broker, &frontend, &what),
+        ));
+    }
+    for (what, peak) in peaks {
+        assert!(
+            peak < FLOOD_BOUND_MIB,
+            "{what}: peak RSS {peak} MiB under one flooding client"
+        );
+    }
+}
+
+/// The routing id libzmq 4.3 gives the first anonymous peer of a process
+/// whose `rand()` was never seeded (glibc): a zero byte, then the first
+/// 32-bit value it draws.
+const PREDICTABLE_ROUTING_ID: [u8; 5] = [0x00, 0x6b, 0x8b, 0x45, 0x67];
+
+/// A peer that claims the routing id the next client would be given (and
+/// is served, so it is surely known by then), then a valid request from
+/// that next client.
+fn claim_the_next_routing_id(ctx: &zmq::Context, endpoint: &str) {
+    let thief = ctx.socket(zmq::DEALER).unwrap();
+    thief.set_linger(0).unwrap();
+    thief.set_rcvtimeo(10_000).unwrap();
+    thief.set_identity(&PREDICTABLE_ROUTING_ID).unwrap();
+    thief.connect(endpoint).unwrap();
+    thief.send_multipart([&b""[..], b"Hello"], 0).unwrap();
+    let reply = thief.recv_multipart(0).expect("the claiming peer's reply");
+    assert_eq!(reply, vec![vec![], b"World".to_vec()]);
+    valid_request(ctx, endpoint);
+}
+
+#[test]
+fn defect_7_a_predictable_routing_id_cannot_bring_a_listener_down() {
+    let ctx = zmq::Context::new();
+    let server = Proc::start(SERVER, &["--bind", "tcp://127.0.0.1:*"]);
+    let endpoint = server.wait_endpoints("REP listening on").remove(0);
+    claim_the_next_routing_id(&ctx, &endpoint);
+
+    for (mode, worker_mode) in [("proxy", "plain"), ("lb", "lb")] {
+        let (_broker, frontend, backend) = start_broker(mode, &[]);
+        let _worker = Proc::start(WORKER, &["--connect", &backend, "--mode", worker_mode]);
+        claim_the_next_routing_id(&ctx, &frontend);
+    }
 }

@@ -11,11 +11,13 @@
 //! | module | what it does |
 //! |---|---|
 //! | [`scenarios`] | reqrep, broker, pipeline, balance, scale |
+//! | [`curve`] | the keys of the CURVE variants of reqrep and broker |
 //! | [`peers`] | the baselines (bare REQ/REP, raw TCP, `zmq::proxy`, ...) and load generators |
 //! | [`stats`] | percentiles, medians |
 //! | [`chart`] | the SVG chart drawn from a JSON report |
 
 pub mod chart;
+pub mod curve;
 pub mod peers;
 pub mod scenarios;
 pub mod stats;

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::security::credentials::Credentials;
+
 /// What a load-generating peer measured.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Outcome {
@@ -201,14 +203,16 @@ pub fn dealer_pipeline(connect: &str, count: u64, window: u64, size: usize) -> a
 }
 
 /// `clients` lock-step clients in one process, each a DEALER speaking as a
-/// REQ would (`["", body]`), `requests` each, through a broker. Stops when
-/// all are answered or nothing has moved for `stall`.
+/// REQ would (`["", body]`), `requests` each, through a broker, presenting
+/// `credentials`. Stops when all are answered or nothing has moved for
+/// `stall`.
 pub fn fleet(
     connect: &str,
     clients: usize,
     requests: u64,
     size: usize,
     stall: Duration,
+    credentials: &Credentials,
 ) -> anyhow::Result<()> {
     // libzmq allows 1023 sockets per context by default: spread them.
     const PER_CONTEXT: usize = 500;
@@ -219,6 +223,7 @@ pub fn fleet(
     for i in 0..clients {
         let socket = contexts[i / PER_CONTEXT].socket(zmq::DEALER)?;
         socket.set_linger(0)?;
+        credentials.apply(&socket)?;
         socket.connect(connect)?;
         sockets.push(socket);
     }

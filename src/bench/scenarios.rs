@@ -2,17 +2,20 @@
 //!
 //! | scenario | baseline | compared |
 //! |---|---|---|
-//! | `reqrep` | bare libzmq REQ/REP ping-pong | `reqrep_server` + `reqrep_client`; raw TCP ping-pong |
-//! | `broker` | `zmq::proxy` with REP workers | `broker --mode proxy`; `broker --mode lb` |
+//! | `reqrep` | bare libzmq REQ/REP ping-pong | `reqrep_server` + `reqrep_client`, also over CURVE; raw TCP ping-pong |
+//! | `broker` | `zmq::proxy` with REP workers | `broker --mode proxy`, also over CURVE; `broker --mode lb` |
 //! | `pipeline` | lock-step REQ to a ROUTER | a DEALER keeping `--window` requests in flight |
 //! | `balance` | `broker --mode proxy` (round robin) | `broker --mode lb`, one worker 10x slower |
 //! | `scale` | 1 client through `broker --mode lb` | 10, 100, 1000 concurrent clients |
+//!
+//! The CURVE variants run only in a build with CURVE ([`super::curve`]).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 
+use super::curve::Keys;
 use super::peers::Outcome;
 use super::stats::{median_index, percentiles};
 use super::{Options, Row};
@@ -321,9 +324,9 @@ pub fn reqrep(options: &Options) -> anyhow::Result<Vec<Row>> {
         )
     });
     let suite: Once<'_> =
-        Box::new(|| suite_round_trips(options, &count, &message, Logging::PerRequest));
+        Box::new(|| suite_round_trips(options, &count, &message, Logging::PerRequest, None));
     let quiet: Once<'_> =
-        Box::new(|| suite_round_trips(options, &count, &message, Logging::WarningsOnly));
+        Box::new(|| suite_round_trips(options, &count, &message, Logging::WarningsOnly, None));
     let tcp: Once<'_> = Box::new(|| {
         peer_pair(
             &["tcp-server", "--bind", "127.0.0.1:0", "--size", &size],
@@ -331,15 +334,21 @@ pub fn reqrep(options: &Options) -> anyhow::Result<Vec<Row>> {
             options,
         )
     });
-    measure(
-        vec![
-            (variant("bare libzmq REQ/REP (ceiling)", true), bare),
-            (variant("reqrep_server + reqrep_client", false), suite),
-            (variant("the same, server with RUST_LOG=warn", false), quiet),
-            (variant("raw TCP ping-pong, TCP_NODELAY", false), tcp),
-        ],
-        options,
-    )
+    let keys = Keys::make()?;
+    let mut variants = vec![
+        (variant("bare libzmq REQ/REP (ceiling)", true), bare),
+        (variant("reqrep_server + reqrep_client", false), suite),
+    ];
+    if let Some(keys) = &keys {
+        let (count, message) = (&count, &message);
+        let curve: Once<'_> = Box::new(move || {
+            suite_round_trips(options, count, message, Logging::PerRequest, Some(keys))
+        });
+        variants.push((variant("the same, CURVE (encrypted)", false), curve));
+    }
+    variants.push((variant("the same, server with RUST_LOG=warn", false), quiet));
+    variants.push((variant("raw TCP ping-pong, TCP_NODELAY", false), tcp));
+    measure(variants, options)
 }
 
 /// Whether `reqrep_server` logs each request (the default) or only warnings.
@@ -349,15 +358,19 @@ enum Logging {
     WarningsOnly,
 }
 
-/// `reqrep_client` against `reqrep_server`, both the real binaries.
+/// `reqrep_client` against `reqrep_server`, both the real binaries, over
+/// CURVE if given keys.
 fn suite_round_trips(
     options: &Options,
     count: &str,
     message: &[String],
     logging: Logging,
+    curve: Option<&Keys>,
 ) -> anyhow::Result<Run> {
     let mut server = if logging == Logging::PerRequest {
-        role("reqrep_server", &["--bind", "tcp://127.0.0.1:*"])?
+        let mut args = vec!["--bind".to_string(), "tcp://127.0.0.1:*".to_string()];
+        args.extend(curve.map(Keys::server_args).unwrap_or_default());
+        Child::role("reqrep_server", &args)?
     } else {
         let mut command =
             std::process::Command::new(crate::plumbing::child::sibling("reqrep_server")?);
@@ -380,6 +393,8 @@ fn suite_round_trips(
         "0",
     ];
     args.extend(message.iter().map(String::as_str));
+    let curve_args = curve.map(Keys::client_args).unwrap_or_default();
+    args.extend(curve_args.iter().map(String::as_str));
     let mut client = role("reqrep_client", &args)?;
     client.wait(options.max_run)?;
     let report = client_report(&client)?;
@@ -450,27 +465,23 @@ enum Broker {
 }
 
 impl Broker {
-    fn start(self) -> anyhow::Result<(Child, String, String)> {
+    /// Starts the broker, a CURVE server if given keys (ours only).
+    fn start(self, curve: Option<&Keys>) -> anyhow::Result<(Child, String, String)> {
         let any = "tcp://127.0.0.1:*";
+        let ours = |mode: &str| {
+            let mut args: Vec<String> = ["--mode", mode, "--frontend", any, "--backend", any]
+                .map(String::from)
+                .into();
+            args.extend(curve.map(Keys::server_args).unwrap_or_default());
+            Child::role("broker", &args)
+        };
         let (child, needle) = match self {
             Broker::Libzmq => (
                 peer(&["proxy", "--frontend", any, "--backend", any])?,
                 "listening on",
             ),
-            Broker::Proxy => (
-                role(
-                    "broker",
-                    &["--mode", "proxy", "--frontend", any, "--backend", any],
-                )?,
-                "frontend ROUTER on",
-            ),
-            Broker::Lb => (
-                role(
-                    "broker",
-                    &["--mode", "lb", "--frontend", any, "--backend", any],
-                )?,
-                "frontend ROUTER on",
-            ),
+            Broker::Proxy => (ours("proxy")?, "frontend ROUTER on"),
+            Broker::Lb => (ours("lb")?, "frontend ROUTER on"),
         };
         let found = endpoints(&child, needle)?;
         let [frontend, backend] = <[String; 2]>::try_from(found)
@@ -484,26 +495,31 @@ impl Broker {
 
     /// Starts one worker per service time, and waits until all are connected
     /// (and, for lb, announced): requests only go to workers already there.
-    fn workers(self, broker: &Child, backend: &str, work_ms: &[u64]) -> anyhow::Result<Vec<Child>> {
+    fn workers(
+        self,
+        broker: &Child,
+        backend: &str,
+        work_ms: &[u64],
+        curve: Option<&Keys>,
+    ) -> anyhow::Result<Vec<Child>> {
         let workers = work_ms
             .iter()
             .enumerate()
             .map(|(i, work)| {
-                let name = format!("w{i}");
-                let work = work.to_string();
-                role(
-                    "worker",
-                    &[
-                        "--connect",
-                        backend,
-                        "--mode",
-                        self.worker_mode(),
-                        "--work-ms",
-                        &work,
-                        "--name",
-                        &name,
-                    ],
-                )
+                let mut args: Vec<String> = [
+                    "--connect",
+                    backend,
+                    "--mode",
+                    self.worker_mode(),
+                    "--work-ms",
+                    &work.to_string(),
+                    "--name",
+                    &format!("w{i}"),
+                ]
+                .map(String::from)
+                .into();
+                args.extend(curve.map(Keys::client_args).unwrap_or_default());
+                Child::role("worker", &args)
             })
             .collect::<anyhow::Result<Vec<Child>>>()?;
         wait_established(port_of(backend)?, work_ms.len())?;
@@ -515,20 +531,22 @@ impl Broker {
 }
 
 /// `clients` lock-step clients (one `bench peer fleet` process), `requests`
-/// each, through `broker`, to workers with the given service times.
+/// each, through `broker`, to workers with the given service times; every
+/// connection over CURVE if given keys.
 fn through_broker(
     broker_kind: Broker,
     work_ms: &[u64],
     clients: usize,
     requests: u64,
     options: &Options,
+    curve: Option<&Keys>,
 ) -> anyhow::Result<Run> {
-    let (mut broker, frontend, backend) = broker_kind.start()?;
-    let mut workers = broker_kind.workers(&broker, &backend, work_ms)?;
+    let (mut broker, frontend, backend) = broker_kind.start(curve)?;
+    let mut workers = broker_kind.workers(&broker, &backend, work_ms, curve)?;
     let (clients, requests) = (clients.to_string(), requests.to_string());
     let size = options.size.to_string();
     let stall = options.max_run.as_secs().max(1).to_string();
-    let mut fleet = peer(&[
+    let mut args = vec![
         "fleet",
         "--connect",
         &frontend,
@@ -540,7 +558,10 @@ fn through_broker(
         &size,
         "--stall-s",
         &stall,
-    ])?;
+    ];
+    let curve_args = curve.map(Keys::client_args).unwrap_or_default();
+    args.extend(curve_args.iter().map(String::as_str));
+    let mut fleet = peer(&args)?;
     let run = Run::from_outcome(outcome(&mut fleet, options)?, &broker);
     for worker in &mut workers {
         worker.stop();
@@ -550,30 +571,52 @@ fn through_broker(
 }
 
 /// Clients through a broker to identical workers: ours in both modes against
-/// libzmq's own forwarder.
+/// libzmq's own forwarder, and ours over CURVE.
 pub fn broker(options: &Options) -> anyhow::Result<Vec<Row>> {
     let work = vec![options.work_ms; options.workers];
-    let variants = [
-        ("zmq::proxy (libzmq's forwarder)", Broker::Libzmq, true),
-        ("broker --mode proxy", Broker::Proxy, false),
-        ("broker --mode lb", Broker::Lb, false),
-    ]
-    .into_iter()
-    .map(|(name, kind, baseline)| {
-        let variant = Variant {
-            scenario: "broker",
-            name: name.into(),
-            baseline,
-            clients: options.clients,
-            workers: options.workers,
-        };
-        let work = work.clone();
-        let once: Once<'_> = Box::new(move || {
-            through_broker(kind, &work, options.clients, options.requests, options)
-        });
-        (variant, once)
-    })
-    .collect();
+    let keys = Keys::make()?;
+    let mut kinds = vec![
+        (
+            "zmq::proxy (libzmq's forwarder)",
+            Broker::Libzmq,
+            true,
+            None,
+        ),
+        ("broker --mode proxy", Broker::Proxy, false, None),
+    ];
+    if let Some(keys) = &keys {
+        kinds.push((
+            "broker --mode proxy, CURVE",
+            Broker::Proxy,
+            false,
+            Some(keys),
+        ));
+    }
+    kinds.push(("broker --mode lb", Broker::Lb, false, None));
+    let variants = kinds
+        .into_iter()
+        .map(|(name, kind, baseline, curve)| {
+            let variant = Variant {
+                scenario: "broker",
+                name: name.into(),
+                baseline,
+                clients: options.clients,
+                workers: options.workers,
+            };
+            let work = work.clone();
+            let once: Once<'_> = Box::new(move || {
+                through_broker(
+                    kind,
+                    &work,
+                    options.clients,
+                    options.requests,
+                    options,
+                    curve,
+                )
+            });
+            (variant, once)
+        })
+        .collect();
     measure(variants, options)
 }
 
@@ -605,6 +648,7 @@ pub fn balance(options: &Options) -> anyhow::Result<Vec<Row>> {
                 options.clients,
                 options.balance_requests,
                 options,
+                None,
             )
         });
         (variant, once)
@@ -638,6 +682,7 @@ pub fn scale(options: &Options) -> anyhow::Result<Vec<Row>> {
                     clients,
                     per_client,
                     options,
+                    None,
                 )
             });
             (variant, once)

@@ -12,19 +12,21 @@
 //!
 //! | scenario | question | baseline |
 //! |---|---|---|
-//! | `reqrep` | does the suite's code add anything to a round trip? | bare libzmq REQ/REP (and raw TCP) |
-//! | `broker` | what does a broker hop cost? | `zmq::proxy` |
+//! | `reqrep` | does the suite's code add anything to a round trip? and CURVE? | bare libzmq REQ/REP (and raw TCP) |
+//! | `broker` | what does a broker hop cost? and CURVE on both hops? | `zmq::proxy` |
 //! | `pipeline` | what does "DEALER is asynchronous" buy? | lock-step REQ |
 //! | `balance` | what does load balancing buy with one slow worker? | round robin |
 //! | `scale` | do 1000 clients get through, and in how much memory? | 1 client |
 //!
 //! The role binaries (`reqrep_server`, `broker`, ...) are run from the same
 //! directory as this one; run through `cargo run`, the bench builds them
-//! first. The machine is noisy: compare ratios measured in one run, and
-//! prefer `--repeat` (default 3, rows report the median run). The code is
-//! in `src/bench/`.
+//! first. The CURVE rows need a build with CURVE (`cargo run --release
+//! --config .cargo/system-libzmq.toml --bin bench -- ...`); others leave them
+//! out. The machine is noisy: compare ratios measured in one run, and prefer
+//! `--repeat` (default 5, rows report the median run). The code is in
+//! `src/bench/`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -32,7 +34,9 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 
 use zmq_reqrep::bench::{self, Options, Report, peers, scenarios};
+use zmq_reqrep::plumbing::cli::ClientSecurityArgs;
 use zmq_reqrep::plumbing::exit;
+use zmq_reqrep::security::credentials::Credentials;
 
 /// Benchmarks the request-reply patterns against their baselines.
 #[derive(Parser, Debug)]
@@ -208,6 +212,13 @@ enum Peer {
         size: usize,
         #[arg(long)]
         stall_s: u64,
+        /// CURVE: the server's public key (with --curve-secret-key-file);
+        /// it may start with '-', a Z85 character
+        #[arg(long, allow_hyphen_values = true)]
+        curve_server_key: Option<String>,
+        /// CURVE: the clients' secret key file
+        #[arg(long)]
+        curve_secret_key_file: Option<PathBuf>,
     },
 }
 
@@ -279,18 +290,27 @@ fn build_roles() -> anyhow::Result<()> {
             "release"
         };
         eprintln!("bench: cargo build --profile {profile} --bins (the roles it runs)");
-        let status = std::process::Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "--bins",
-                "--profile",
-                profile,
-                "--manifest-path",
-                &manifest,
-            ])
-            .status()
-            .context("running cargo build")?;
+        let mut build = std::process::Command::new(cargo);
+        build.args([
+            "build",
+            "--quiet",
+            "--bins",
+            "--profile",
+            profile,
+            "--manifest-path",
+            &manifest,
+        ]);
+        // Run with --config .cargo/system-libzmq.toml (so from its target
+        // directory), the roles must be built the same way, next to it.
+        let system = Path::new(&manifest).with_file_name(".cargo/system-libzmq.toml");
+        let target_dir = std::env::current_exe()?
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf);
+        if target_dir.is_some_and(|dir| dir.ends_with("target/system-libzmq")) {
+            build.arg("--config").arg(&system);
+        }
+        let status = build.status().context("running cargo build")?;
         if !status.success() {
             bail!("cargo build --bins failed");
         }
@@ -341,14 +361,22 @@ fn run_peer(peer: Peer) -> anyhow::Result<()> {
             requests,
             size,
             stall_s,
+            curve_server_key,
+            curve_secret_key_file,
         } => {
             zmq_reqrep::plumbing::limits::raise_open_files();
+            let credentials = Credentials::load(&ClientSecurityArgs {
+                curve_server_key,
+                curve_secret_key_file,
+                ..ClientSecurityArgs::default()
+            })?;
             peers::fleet(
                 &connect,
                 clients,
                 requests,
                 size,
                 Duration::from_secs(stall_s),
+                &credentials,
             )
         }
     }

@@ -28,7 +28,7 @@ use anyhow::Context as _;
 use clap::Parser;
 
 use zmq_reqrep::client;
-use zmq_reqrep::plumbing::cli::ClientArgs;
+use zmq_reqrep::plumbing::cli::{ClientArgs, ClientSecurityArgs};
 use zmq_reqrep::plumbing::exit;
 use zmq_reqrep::plumbing::shutdown::Shutdown;
 
@@ -38,6 +38,9 @@ use zmq_reqrep::plumbing::shutdown::Shutdown;
 struct Args {
     #[command(flatten)]
     client: ClientArgs,
+
+    #[command(flatten)]
+    security: ClientSecurityArgs,
 }
 
 fn main() -> ExitCode {
@@ -48,5 +51,7 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals().context("installing the Ctrl-C/SIGTERM handler")?;
+    // What every REQ socket presents to the server (src/security/).
+    zmq_reqrep::security::credentials::install(&args.security)?;
     client::run("broker_client", &args.client, &shutdown)
 }

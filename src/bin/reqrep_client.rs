@@ -21,8 +21,9 @@
 //! - "more server replicas?" `--connect` several servers (repeat the flag or
 //!   separate with commas): the REQ socket sends to each in turn.
 //! - "and if the server dies?" By default the client waits `--timeout-ms`,
-//!   then resends on a new socket, `--retries` times (the Lazy Pirate
-//!   pattern). `--timeout-ms 0` shows the naive REQ, which waits forever.
+//!   then resends, `--retries` times, to the next server when it is
+//!   connected to several (the Lazy Pirate pattern). `--timeout-ms 0` shows
+//!   the naive REQ, which waits forever.
 //!
 //! The loop lives in `src/client.rs`, shared with `broker_client`; the REQ
 //! socket and its retries in `src/lazy_pirate.rs`.
@@ -33,7 +34,7 @@ use anyhow::Context as _;
 use clap::Parser;
 
 use zmq_reqrep::client;
-use zmq_reqrep::plumbing::cli::ClientArgs;
+use zmq_reqrep::plumbing::cli::{ClientArgs, ClientSecurityArgs};
 use zmq_reqrep::plumbing::exit;
 use zmq_reqrep::plumbing::shutdown::Shutdown;
 
@@ -43,6 +44,9 @@ use zmq_reqrep::plumbing::shutdown::Shutdown;
 struct Args {
     #[command(flatten)]
     client: ClientArgs,
+
+    #[command(flatten)]
+    security: ClientSecurityArgs,
 }
 
 fn main() -> ExitCode {
@@ -53,5 +57,7 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals().context("installing the Ctrl-C/SIGTERM handler")?;
+    // What every REQ socket presents to the server (src/security/).
+    zmq_reqrep::security::credentials::install(&args.security)?;
     client::run("reqrep_client", &args.client, &shutdown)
 }

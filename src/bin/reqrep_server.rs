@@ -30,15 +30,17 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use tracing::info;
+use tracing::{info, warn};
 
 use zmq_reqrep::faults::Faults;
 use zmq_reqrep::payload::show_frames;
-use zmq_reqrep::plumbing::cli::{LimitArgs, NameArg, ReplyArgs};
+use zmq_reqrep::plumbing::cli::{LimitArgs, NameArg, ReplyArgs, ServerSecurityArgs};
 use zmq_reqrep::plumbing::endpoint::{self, last_endpoint};
 use zmq_reqrep::plumbing::exit::{self, UsageError};
 use zmq_reqrep::plumbing::listener;
+use zmq_reqrep::plumbing::logging::Count;
 use zmq_reqrep::plumbing::shutdown::{CHECK_INTERVAL_MS, Shutdown};
+use zmq_reqrep::security::Gate;
 
 /// A REP server: binds, then answers each request with one reply.
 #[derive(Parser, Debug)]
@@ -58,6 +60,9 @@ struct Args {
     limit: LimitArgs,
 
     #[command(flatten)]
+    security: ServerSecurityArgs,
+
+    #[command(flatten)]
     name: NameArg,
 }
 
@@ -73,11 +78,18 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let reply = args.reply.load()?;
     let work = Duration::from_millis(args.reply.work_ms);
 
+    listener::seed_routing_ids(); // before any socket (src/plumbing/listener.rs)
+
     // The pattern: a REP socket, bound to a well-known address.
     let ctx = zmq::Context::new();
+    // Who may join (src/security/): a ZAP handler, started before the bind.
+    let gate = Gate::open(&ctx, &args.security)?;
     let socket = ctx.socket(zmq::REP)?;
-    // Hardening, one step (src/plumbing/listener.rs): limits, linger, a monitor.
-    listener::harden(&ctx, &socket, "REP", &args.limit)?;
+    // Hardening, one step (src/plumbing/listener.rs): limits, linger, a
+    // monitor. Dropped at the end, before `ctx`, it closes the socket and
+    // lets the last reply leave before the process exits.
+    let socket = listener::harden(&ctx, socket, "REP", &args.limit)?;
+    gate.protect(&socket, "REP")?;
     socket.set_rcvtimeo(CHECK_INTERVAL_MS)?; // wake up to notice Ctrl-C
     socket
         .bind(&args.bind)
@@ -92,11 +104,15 @@ fn run(args: &Args) -> anyhow::Result<()> {
         if args.faults.hang_if_due(replies, &shutdown) {
             break;
         }
-        shutdown.sleep(work);
+        // Stopped while working: the work is not done, so no reply says it is.
+        if !work.is_zero() && !shutdown.sleep(work) {
+            warn!("stopped mid-request; no reply sent");
+            break;
+        }
         socket.send_multipart(reply.to(&request), 0)?;
         replies += 1;
         args.faults.crash_if_due(replies)?;
     }
-    info!("served {replies} requests");
+    info!("served {}", Count::new(replies, "request"));
     Ok(())
 }

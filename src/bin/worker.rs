@@ -66,12 +66,13 @@ use zmq_reqrep::LINGER_MS;
 use zmq_reqrep::faults::Faults;
 use zmq_reqrep::lb_worker;
 use zmq_reqrep::payload::show_frames;
-use zmq_reqrep::plumbing::cli::{NameArg, ReplyArgs};
+use zmq_reqrep::plumbing::cli::{ClientSecurityArgs, NameArg, ReplyArgs};
 use zmq_reqrep::plumbing::connection::{Change, Watch};
 use zmq_reqrep::plumbing::endpoint;
 use zmq_reqrep::plumbing::exit::{self, UsageError};
 use zmq_reqrep::plumbing::logging::Count;
 use zmq_reqrep::plumbing::shutdown::{CHECK_INTERVAL_MS, Shutdown};
+use zmq_reqrep::security::credentials::{self, explain_refusal};
 
 /// Which broker the worker is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -115,6 +116,9 @@ struct Args {
     faults: Faults,
 
     #[command(flatten)]
+    security: ClientSecurityArgs,
+
+    #[command(flatten)]
     name: NameArg,
 }
 
@@ -128,6 +132,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals().context("installing the Ctrl-C/SIGTERM handler")?;
     let reply = args.reply.load()?;
     let work = Duration::from_millis(args.reply.work_ms);
+    // What every socket presents to the broker (src/security/).
+    zmq_reqrep::security::credentials::install(&args.security)?;
     let ctx = zmq::Context::new();
     let endpoints = args.connect.join(", ");
     if let Some(twice) = listed_twice(&args.connect) {
@@ -160,6 +166,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             socket.set_linger(LINGER_MS)?;
             socket.set_rcvtimeo(CHECK_INTERVAL_MS)?; // wake up to notice Ctrl-C
             socket.set_immediate(true)?; // nothing kept for a dead broker (see above)
+            credentials::apply(&socket)?; // src/security/: what the broker may ask for
             watch = Watch::new(&ctx, &socket)?; // says so if the broker refuses a REP
             for endpoint in &args.connect {
                 socket
@@ -217,11 +224,16 @@ fn next_request(
 ) -> zmq::Result<Option<Vec<Vec<u8>>>> {
     while !shutdown.requested() {
         if watch.changes().contains(&Change::Refused) {
-            warn!(
-                "{who} refused this REP worker during the ZeroMQ handshake: \
-                 a REP worker can join a broker whose backend is a DEALER (--mode proxy); for a \
-                 broker started with --mode lb, start this worker with --mode lb"
-            );
+            match explain_refusal(watch.handshake_failure()) {
+                // A ZAP refusal or a mechanism mismatch says why.
+                Some(why) => warn!("{who} {why}"),
+                // A socket type mismatch closes the connection without a reason.
+                None => warn!(
+                    "{who} refused this REP worker during the ZeroMQ handshake: a REP worker \
+                     can join a broker whose backend is a DEALER (--mode proxy); for a broker \
+                     started with --mode lb, start this worker with --mode lb"
+                ),
+            }
         }
         match socket.recv_multipart(0) {
             Ok(frames) => return Ok(Some(frames)),

@@ -60,12 +60,14 @@ pub struct ClientArgs {
     #[arg(long, env, default_value_t = 500)]
     pub interval_ms: u64,
 
-    /// Give up waiting for a reply after this long, open a new socket and
-    /// resend (the Lazy Pirate pattern); 0 waits forever, as a plain REQ does
+    /// Give up waiting for a reply after this long and resend, to the next
+    /// server if several are connected (the Lazy Pirate pattern); 0 waits
+    /// forever, as a plain REQ does
     #[arg(long, env, default_value_t = 2500)]
     pub timeout_ms: u64,
 
-    /// Resends of one request before the client gives up and exits 1
+    /// Further attempts at one request (resends, or further waits for a
+    /// server to connect) before the client gives up and exits 1
     #[arg(long, env, default_value_t = 3)]
     pub retries: u32,
 
@@ -99,7 +101,8 @@ impl ReplyArgs {
         if self.echo {
             return Ok(Reply::Echo);
         }
-        payload::load(&self.reply, self.reply_file.as_deref()).map(Reply::Fixed)
+        let reply = payload::load(&self.reply, self.reply_file.as_deref(), "--reply-file")?;
+        Ok(Reply::Fixed(reply))
     }
 }
 
@@ -122,11 +125,16 @@ impl Reply {
     }
 }
 
-/// Refuse messages larger than this: libzmq drops the connection of a peer
-/// that sends one before the message is buffered (ZMQ_MAXMSGSIZE).
+/// Refuse frames larger than this: libzmq reads a frame's size first, and
+/// drops the connection of a peer that announces a larger one, before
+/// buffering it (ZMQ_MAXMSGSIZE). The limit is per frame, not per message:
+/// a multipart message of many frames under it is accepted whole, whatever
+/// its total (see `listener.rs` for what that means under a hostile peer).
 #[derive(Args, Debug, Clone)]
 pub struct LimitArgs {
-    /// Largest message accepted from a peer, in bytes (ZMQ_MAXMSGSIZE)
+    /// Largest frame accepted from a peer, in bytes (ZMQ_MAXMSGSIZE); a peer
+    /// sending a larger one is disconnected. It limits each frame of a
+    /// message, not a multipart message as a whole
     #[arg(
         long,
         env,
@@ -142,4 +150,71 @@ impl LimitArgs {
         // The parser's range keeps the value within i64.
         i64::try_from(self.max_message_bytes).unwrap_or(i64::MAX)
     }
+}
+
+/// Who may connect to a listening role: checked during the ZeroMQ handshake
+/// by the ZAP handler of `src/security/`. With none of these, anyone may.
+/// An empty value (`ALLOW=` in a compose file) means the option is not set.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServerSecurityArgs {
+    /// Admit peers only from these addresses: CIDR blocks or single
+    /// addresses, IPv4 or IPv6 (10.0.0.0/8,192.168.1.20,::1); others are
+    /// refused during the handshake, and logged
+    #[arg(long, env, value_delimiter = ',', value_name = "CIDR")]
+    pub allow: Vec<String>,
+
+    /// Admit only PLAIN users listed in this file, one user:password per
+    /// line (# starts a comment line). PLAIN sends the password in the
+    /// clear: access control, not encryption (use CURVE for that)
+    #[arg(long, env, value_name = "FILE", value_parser = path_or_empty)]
+    pub plain_users: Option<PathBuf>,
+
+    /// Encrypt every connection with CURVE, with this secret key (a file
+    /// holding 40 Z85 characters, as curve_keygen writes); needs a build
+    /// with CURVE (--config .cargo/system-libzmq.toml, or the Docker image)
+    #[arg(long, env, value_name = "FILE", value_parser = path_or_empty)]
+    pub curve_secret_key_file: Option<PathBuf>,
+
+    /// Admit only the CURVE clients whose public keys this file lists, one
+    /// per line (# starts a comment); without it, any client key
+    #[arg(long, env, value_name = "FILE", value_parser = path_or_empty)]
+    pub curve_clients: Option<PathBuf>,
+}
+
+/// What a connecting role presents to a server that checks its peers
+/// (`src/security/credentials.rs`). With none of these, nothing (NULL).
+/// An empty value means the option is not set.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ClientSecurityArgs {
+    /// PLAIN user name, for a server with --plain-users (with
+    /// --plain-password-file). Sent in the clear, with the password
+    #[arg(long, env, value_name = "NAME")]
+    pub plain_user: Option<String>,
+
+    /// File whose first line is the PLAIN password: a file, so that the
+    /// password shows in no process list (and Docker secrets are files)
+    #[arg(long, env, value_name = "FILE", value_parser = path_or_empty)]
+    pub plain_password_file: Option<PathBuf>,
+
+    /// The server's CURVE public key (40 Z85 characters, its .pub file):
+    /// encrypt, and talk only to the holder of the matching secret key
+    // '-' is a Z85 character: a key may start with it, and is still a value.
+    #[arg(long, env, value_name = "Z85", allow_hyphen_values = true)]
+    pub curve_server_key: Option<String>,
+
+    /// The same, read from a file (the server's .pub): Z85 has '$' among its
+    /// characters, which docker compose would expand in an environment value
+    #[arg(long, env, value_name = "FILE", value_parser = path_or_empty)]
+    pub curve_server_key_file: Option<PathBuf>,
+
+    /// Our own CURVE secret key (a file of 40 Z85 characters); the server's
+    /// --curve-clients must list its public key
+    #[arg(long, env, value_name = "FILE", value_parser = path_or_empty)]
+    pub curve_secret_key_file: Option<PathBuf>,
+}
+
+/// A path as given, empty included (clap's own parser refuses an empty
+/// one): the security options treat an empty value as not set.
+fn path_or_empty(value: &str) -> Result<PathBuf, std::convert::Infallible> {
+    Ok(PathBuf::from(value))
 }

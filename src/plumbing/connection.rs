@@ -56,6 +56,9 @@ pub struct Watch {
     /// Per endpoint (as libzmq names it in the event): (in handshake, up).
     endpoints: HashMap<Vec<u8>, (bool, bool)>,
     refused: bool,
+    /// The last HANDSHAKE_FAILED_* event and its value, for
+    /// [`Watch::handshake_failure`].
+    failure: Option<(u16, u32)>,
 }
 
 impl Watch {
@@ -81,6 +84,7 @@ impl Watch {
             handshakes: 0,
             endpoints: HashMap::new(),
             refused: false,
+            failure: None,
         })
     }
 
@@ -94,6 +98,15 @@ impl Watch {
         self.endpoints.values().any(|&(_, up)| up)
     }
 
+    /// The last handshake failure libzmq reported (a `HANDSHAKE_FAILED_*`
+    /// event and its value), which says why a peer refused this socket when
+    /// it did so with a reason (a ZAP status, a mechanism mismatch): see
+    /// `security::handshake::explain`. `None` when the refusal came without
+    /// one (a socket type mismatch closes the connection without an event).
+    pub fn handshake_failure(&self) -> Option<(u16, u32)> {
+        self.failure
+    }
+
     /// What happened since the last call, in order, without waiting.
     pub fn changes(&mut self) -> Vec<Change> {
         let mut changes = Vec::new();
@@ -105,15 +118,21 @@ impl Watch {
             else {
                 continue;
             };
+            let value = frames
+                .first()
+                .and_then(|head| head.get(2..6))
+                .map_or(0, |bytes| {
+                    u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+                });
             let endpoint = frames.get(1).cloned().unwrap_or_default();
-            if let Some(change) = self.apply(event, endpoint) {
+            if let Some(change) = self.apply(event, value, endpoint) {
                 changes.push(change);
             }
         }
         changes
     }
 
-    fn apply(&mut self, event: u16, endpoint: Vec<u8>) -> Option<Change> {
+    fn apply(&mut self, event: u16, value: u32, endpoint: Vec<u8>) -> Option<Change> {
         const CONNECTED: u16 = zmq::SocketEvent::CONNECTED as u16;
         const HANDSHAKE_SUCCEEDED: u16 = zmq::SocketEvent::HANDSHAKE_SUCCEEDED as u16;
         const DISCONNECTED: u16 = zmq::SocketEvent::DISCONNECTED as u16;
@@ -137,7 +156,10 @@ impl Watch {
             }
             DISCONNECTED => std::mem::take(up).then_some(Change::Down),
             // A HANDSHAKE_FAILED_* event comes just before its DISCONNECTED.
-            _ => None,
+            _ => {
+                self.failure = Some((event, value));
+                None
+            }
         }
     }
 }

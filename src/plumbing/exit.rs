@@ -6,6 +6,7 @@
 //! | 1 | failed while running (for example a client that gave up) |
 //! | 2 | bad command line: a malformed endpoint, a port in use, a bad number |
 //! | 3 | a crash simulated on purpose with `--crash-after` |
+//! | 130, 143 | forced by a second Ctrl-C (130) or SIGTERM (143) during the stop: 128 + the signal's number |
 //!
 //! A student who mistypes an endpoint reads one line such as
 //! `error: invalid value 'tcp://*:99999' for '--bind': port 99999 is out of range (1-65535)`,
@@ -37,6 +38,24 @@ impl UsageError {
             option,
             value,
             reason: error.message().to_lowercase(),
+        }
+    }
+}
+
+impl UsageError {
+    /// A value that cannot be used, for a reason found after parsing (a file
+    /// that cannot be read, say).
+    pub fn new(option: &'static str, value: &str, reason: &str) -> UsageError {
+        let mut chars = reason.chars();
+        let reason = match chars.next() {
+            // "No such file or directory" reads as the rest of the line.
+            Some(first) => first.to_lowercase().chain(chars).collect(),
+            None => String::new(),
+        };
+        UsageError {
+            option,
+            value: value.to_owned(),
+            reason,
         }
     }
 }
@@ -75,17 +94,32 @@ impl std::error::Error for SimulatedCrash {}
 /// Parses the command line and its environment variables.
 ///
 /// `--help` and `--version` print and exit 0. Any other problem prints clap's
-/// one-line diagnosis, which names the option and the value, and exits 2.
+/// diagnosis, which names the option and the value, on one line, and exits 2.
 pub fn parse_args<T: Parser>() -> T {
     match T::try_parse() {
         Ok(args) => args,
         Err(error) if !error.use_stderr() => error.exit(),
         Err(error) => {
-            let text = error.to_string();
-            let first = text.lines().next().unwrap_or("error: bad command line");
-            eprintln!("{first} (see --help)");
+            eprintln!("{} (see --help)", one_line(&error.to_string()));
             std::process::exit(2);
         }
+    }
+}
+
+/// clap's diagnosis without its usage and help hints, on one line: the
+/// first paragraph, which holds the error and any list of the possible
+/// values (`error: invalid value 'foo' for '--mode <MODE>' [possible values:
+/// proxy, lb]`).
+fn one_line(diagnosis: &str) -> String {
+    let paragraph: Vec<&str> = diagnosis
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.is_empty())
+        .collect();
+    if paragraph.is_empty() {
+        "error: bad command line".into()
+    } else {
+        paragraph.join(" ")
     }
 }
 
@@ -103,5 +137,24 @@ pub fn report(result: anyhow::Result<()>) -> ExitCode {
         ExitCode::from(3)
     } else {
         ExitCode::from(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn keeps_the_possible_values_and_drops_the_hints() {
+        let clap = "error: invalid value 'foo' for '--mode <MODE>'\n  [possible values: proxy, lb]\n\n\
+                    For more information, try '--help'.\n";
+        assert_eq!(
+            one_line(clap),
+            "error: invalid value 'foo' for '--mode <MODE>' [possible values: proxy, lb]"
+        );
+        let clap = "error: unexpected argument '--foo' found\n\n  tip: to pass '--foo' as a value, \
+                    use '-- --foo'\n\nUsage: broker [OPTIONS]\n";
+        assert_eq!(one_line(clap), "error: unexpected argument '--foo' found");
+        assert_eq!(one_line(""), "error: bad command line");
     }
 }

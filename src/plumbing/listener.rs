@@ -4,25 +4,106 @@
 //! A listening socket faces whoever connects to its port. The lesson only
 //! needs `socket`, `bind`, `recv`, `send`; this module holds the rest, so
 //! that a role reads as the pattern with one labelled hardening step.
+//!
+//! ## What one peer can make a listener hold
+//!
+//! libzmq reads each connection on its own and queues whole messages for
+//! the application, per connection, up to the receive high-water mark
+//! (ZMQ_RCVHWM); then it stops reading that connection, and TCP makes the
+//! peer wait. Its default of 1000 messages let one client that pushed 1 MB
+//! requests at a busy server, or at a broker with no worker free, grow the
+//! process to 580 MiB. Here the mark is [`LISTEN_HWM`] messages each way,
+//! so per connection libzmq holds at most
+//!
+//! - incoming: `LISTEN_HWM` + 2 messages (the queue, one message waiting to
+//!   enter it, one being decoded), each frame at most `--max-message-bytes`:
+//!   34 MiB for one-frame messages at the 1 MiB default (measured: a server
+//!   or broker flooded by one such client peaks at about 40 MiB);
+//! - outgoing: `LISTEN_HWM` messages of ours (replies, heartbeats), plus the
+//!   one being encoded;
+//! - besides, the kernel buffers some MiB per TCP connection, not counted in
+//!   the process's memory.
+//!
+//! The bound is per connection: a thousand clients may hold a thousand
+//! times as much. And two limits belong to libzmq 4.3 itself, which no
+//! option here can fix:
+//!
+//! - **ZMQ_MAXMSGSIZE limits one frame, not a message.** A peer may send
+//!   frames under the limit, each flagged "more to come", without end.
+//!   libzmq delivers a multipart message whole or not at all, so it buffers
+//!   the frames until the last one, and the high-water mark (which counts
+//!   whole messages) never stops it: one such peer can exhaust the memory.
+//! - **Routing ids.** A ROUTER (and a REP, which is one inside) names each
+//!   peer by a routing id, which the peer may choose itself (ZMQ_ROUTING_ID).
+//!   A peer announcing an id already in use is not served at all: nothing it
+//!   sends is delivered (ZMQ_ROUTER_HANDOVER would let it take the id over).
+//!   A peer announcing an id that starts with a zero byte may take one that
+//!   libzmq generates later for an anonymous peer (a zero byte and a 32-bit
+//!   counter), and when that peer arrives libzmq 4.3 fails an assertion and
+//!   aborts the process (`socket_base.cpp`, `add_out_pipe`). The counter
+//!   starts at a value drawn from C's `rand()`, which libzmq 4.3 never
+//!   seeds: every process would start from the same value, and one
+//!   connection claiming it (`00 6b 8b 45 67` with glibc) would bring down a
+//!   server at its next client. So each role calls [`seed_routing_ids`]
+//!   before its first socket; each id a peer claims is then a 1 in 2^32 guess.
+
+use std::hash::{BuildHasher, RandomState};
+use std::ops::Deref;
+use std::time::Duration;
+
+use tracing::warn;
 
 use crate::LINGER_MS;
 use crate::plumbing::cli::LimitArgs;
-use crate::plumbing::monitor;
+use crate::plumbing::monitor::{self, Watch};
 
 /// Pending connections a listening socket queues (ZMQ_BACKLOG). libzmq's
 /// default of 100 drops the excess when a thousand clients connect at once,
 /// and TCP retries a dropped connection only after a second.
 pub const LISTEN_BACKLOG: i32 = 1024;
 
+/// Messages a listening socket queues per connection, each way
+/// (ZMQ_RCVHWM, ZMQ_SNDHWM); see the module header for what it bounds. A
+/// REQ client has one request in flight, a lock-step worker one reply, so
+/// this leaves ample room for a DEALER that keeps some requests in flight.
+pub const LISTEN_HWM: i32 = 32;
+
+/// How long closing a listener may wait for its monitor thread: the
+/// socket's linger, and a margin.
+const MONITOR_JOIN: Duration = Duration::from_millis(LINGER_MS as u64 + 1000);
+
+/// Seeds C's `rand()`, from which libzmq draws where a ROUTER's (or REP's)
+/// generated routing ids start, with the randomness Rust's hash maps get
+/// from the operating system. Call it once, before creating any socket:
+/// the start is drawn when the socket is created.
+pub fn seed_routing_ids() {
+    let seed = RandomState::new().hash_one(std::process::id());
+    // Keeping the low 32 bits is the point of the cast.
+    // SAFETY: srand only sets libc's generator state; no socket is being
+    // created on another thread at this point.
+    unsafe { libc::srand(seed as libc::c_uint) };
+}
+
+/// A hardened listening socket, used as the socket itself (it dereferences
+/// to [`zmq::Socket`]). Dropping it closes the socket, lets libzmq deliver
+/// what is still queued (the linger), and waits for the monitor thread to
+/// end, so that the context can then be dropped and terminated: keep the
+/// context in a variable declared before the listener.
+pub struct Listener {
+    socket: Option<zmq::Socket>,
+    watch: Option<Watch>,
+    kind: &'static str,
+}
+
 /// Sets the options a listening socket needs before `bind`, and starts the
 /// monitor that logs the peers libzmq refuses. `kind` names the socket in
 /// the log ("REP", "frontend", "backend").
 pub fn harden(
     ctx: &zmq::Context,
-    socket: &zmq::Socket,
+    socket: zmq::Socket,
     kind: &'static str,
     limits: &LimitArgs,
-) -> zmq::Result<()> {
+) -> zmq::Result<Listener> {
     harden_with_hint(ctx, socket, kind, limits, None)
 }
 
@@ -30,13 +111,51 @@ pub fn harden(
 /// (see [`monitor::watch_with_hint`]).
 pub fn harden_with_hint(
     ctx: &zmq::Context,
-    socket: &zmq::Socket,
+    socket: zmq::Socket,
     kind: &'static str,
     limits: &LimitArgs,
     refused_hint: Option<&'static str>,
-) -> zmq::Result<()> {
+) -> zmq::Result<Listener> {
     socket.set_linger(LINGER_MS)?; // at exit, give the last reply a moment, never hang
     socket.set_backlog(LISTEN_BACKLOG)?; // many clients connecting at once
-    socket.set_maxmsgsize(limits.as_maxmsgsize())?; // refuse oversize messages
-    monitor::watch_with_hint(ctx, socket, kind, limits.max_message_bytes, refused_hint)
+    socket.set_maxmsgsize(limits.as_maxmsgsize())?; // refuse oversize frames
+    socket.set_rcvhwm(LISTEN_HWM)?; // bounded memory per peer (module header)
+    socket.set_sndhwm(LISTEN_HWM)?;
+    let watch =
+        monitor::watch_with_hint(ctx, &socket, kind, limits.max_message_bytes, refused_hint)?;
+    Ok(Listener {
+        socket: Some(socket),
+        watch,
+        kind,
+    })
+}
+
+impl Deref for Listener {
+    type Target = zmq::Socket;
+
+    fn deref(&self) -> &zmq::Socket {
+        // Only `drop` takes the socket out.
+        self.socket
+            .as_ref()
+            .expect("a listener has its socket until dropped")
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        // zmq_close returns at once; libzmq delivers what is queued (for up
+        // to the linger) and then destroys the socket, which sends the
+        // monitor its MONITOR_STOPPED event, and the monitor thread ends.
+        drop(self.socket.take());
+        let Some(watch) = self.watch.take() else {
+            return;
+        };
+        if !watch.join(MONITOR_JOIN) {
+            warn!(
+                "{}: the connection monitor did not stop within {} ms; exiting without it",
+                self.kind,
+                MONITOR_JOIN.as_millis()
+            );
+        }
+    }
 }

@@ -7,8 +7,8 @@
 //! |---|---|
 //! | [`cli`] | command-line options shared by several roles, each with its environment variable |
 //! | [`endpoint`] | checks `--bind`/`--connect` values before libzmq sees them |
-//! | [`listener`] | hardening of a socket that binds, in one call: limits, linger, the monitor |
-//! | [`monitor`] | logs the peers libzmq refuses (bad handshakes, oversize messages) |
+//! | [`listener`] | hardening of a socket that binds, in one call: limits, high-water marks, linger, the monitor; closing it in order |
+//! | [`monitor`] | logs the peers libzmq refuses (bad handshakes, oversize frames) |
 //! | [`connection`] | what becomes of a connecting socket's connection: up, refused, lost |
 //! | [`logging`] | one log line per event, naming the role and the replica |
 //! | [`output`] | buffered stdout/stderr, flushed every 100 ms and at exit, never waiting for a reader |

@@ -3,9 +3,9 @@
 //! A listening socket refuses some peers inside libzmq, and the application
 //! never hears of them: a peer that is not ZeroMQ at all (random bytes, an
 //! HTTP request), a ZeroMQ socket of a type that cannot talk to this one
-//! (a SUB dialling a REP), or a message over `--max-message-bytes`
+//! (a SUB dialling a REP), or a frame over `--max-message-bytes`
 //! (ZMQ_MAXMSGSIZE), for which libzmq cuts the connection instead of
-//! buffering the message. A socket monitor (`zmq_socket_monitor`) is libzmq's
+//! buffering the frame. A socket monitor (`zmq_socket_monitor`) is libzmq's
 //! window on this: it reports each connection's events on an inproc PAIR
 //! socket, which a thread here turns into log lines.
 //!
@@ -19,7 +19,7 @@
 //!
 //! | who closed | handshake over? | what it was | logged as |
 //! |---|---|---|---|
-//! | libzmq | yes | a message over the size limit, or a malformed frame | warning |
+//! | libzmq | yes | a frame over the size limit, or a malformed frame | warning |
 //! | libzmq | no | not ZMTP, or a socket type that cannot talk to this one | warning |
 //! | the peer | no | an incompatible ZeroMQ socket refusing us, or a port scan | warning |
 //! | the peer | yes | a normal goodbye | info |
@@ -38,7 +38,9 @@ use std::io::ErrorKind;
 use std::net::TcpStream;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::thread;
+use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
@@ -50,22 +52,26 @@ const EVENT_HANDSHAKE_FAILED_NO_DETAIL: u16 = zmq::SocketEvent::HANDSHAKE_FAILED
 const EVENT_HANDSHAKE_FAILED_PROTOCOL: u16 = zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as u16;
 const EVENT_HANDSHAKE_FAILED_AUTH: u16 = zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as u16;
 
-/// Starts a thread that logs the connections of `socket` (call before `bind`).
+/// Starts a thread that logs the connections of `socket` (call before
+/// `bind`), and returns its handle, or `None` if no thread could be started
+/// (a warning says so, and the socket is then not monitored at all).
 ///
-/// The thread reads events until the socket is closed (`MONITOR_STOPPED`)
-/// or the context ends, never earlier: libzmq 4.3 sends monitor events from
-/// its I/O thread with a blocking send, so an event nobody reads any more
-/// would block that thread, and every socket of the context with it.
+/// The thread reads events until the socket is destroyed: libzmq sends
+/// `MONITOR_STOPPED` from the socket's destructor, which runs once the
+/// socket is closed and its linger is over. Never earlier: libzmq 4.3 sends
+/// monitor events with a blocking send, so an event nobody reads any more
+/// would block the sender, and every socket of the context with it. And not
+/// later: the thread's socket belongs to the context, which cannot be
+/// terminated while it is open. [`Watch::join`] waits for the end.
 ///
 /// `kind` names the socket in the log ("frontend", "REP"), and
-/// `max_message_bytes` is quoted when a peer is cut for an oversize message.
-/// The thread ends by itself when the socket is closed.
+/// `max_message_bytes` is quoted when a peer is cut for an oversize frame.
 pub fn watch(
     ctx: &zmq::Context,
     socket: &zmq::Socket,
     kind: &'static str,
     max_message_bytes: u64,
-) -> zmq::Result<()> {
+) -> zmq::Result<Option<Watch>> {
     watch_with_hint(ctx, socket, kind, max_message_bytes, None)
 }
 
@@ -78,7 +84,7 @@ pub fn watch_with_hint(
     kind: &'static str,
     max_message_bytes: u64,
     hint: Option<&'static str>,
-) -> zmq::Result<()> {
+) -> zmq::Result<Option<Watch>> {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let endpoint = format!("inproc://monitor-{}", NEXT.fetch_add(1, Ordering::Relaxed));
     let events = i32::from(
@@ -87,14 +93,16 @@ pub fn watch_with_hint(
             | EVENT_HANDSHAKE_SUCCEEDED
             | EVENT_HANDSHAKE_FAILED_NO_DETAIL
             | EVENT_HANDSHAKE_FAILED_PROTOCOL
-            | EVENT_HANDSHAKE_FAILED_AUTH,
+            | EVENT_HANDSHAKE_FAILED_AUTH
+            | EVENT_MONITOR_STOPPED,
     );
-    socket.monitor(&endpoint, events)?;
-    // Connect here, not in the thread, so that no event is sent before
-    // anyone listens (the monitor drops events nobody receives).
+    // Connect before the monitor starts (inproc allows connecting first),
+    // so that no event is sent before anyone listens, and no monitor is
+    // started without a thread to read it.
     let receiver = ctx.socket(zmq::PAIR)?;
     receiver.set_linger(0)?;
     receiver.connect(&endpoint)?;
+    let (done, finished) = mpsc::channel();
     let spawned = thread::Builder::new()
         .name(format!("monitor-{kind}"))
         .spawn(move || {
@@ -106,14 +114,58 @@ pub fn watch_with_hint(
                 hint,
             }
             .run(&receiver);
+            // Close the socket before saying so: the context waits for it.
+            drop(receiver);
+            let _ = done.send(());
         });
-    if let Err(error) = spawned {
-        warn!(
-            "{kind}: cannot start the connection monitor ({error}); dropped peers will not be logged"
-        );
-    }
-    Ok(())
+    let thread = match spawned {
+        Ok(thread) => thread,
+        Err(error) => {
+            warn!(
+                "{kind}: cannot start the connection monitor ({error}); dropped peers will not be logged"
+            );
+            return Ok(None);
+        }
+    };
+    socket.monitor(&endpoint, events)?;
+    Ok(Some(Watch { thread, finished }))
 }
+
+/// The monitor thread of one socket.
+pub struct Watch {
+    thread: thread::JoinHandle<()>,
+    finished: mpsc::Receiver<()>,
+}
+
+impl Watch {
+    /// Waits, at most `within`, for the thread to end, which it does once
+    /// its socket is closed and destroyed; `false` if it did not end in
+    /// time (the thread is then left to the process's exit).
+    pub fn join(self, within: Duration) -> bool {
+        match self.finished.recv_timeout(within) {
+            // Disconnected: the thread ended without saying so (a panic).
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let _ = self.thread.join();
+                true
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => false,
+        }
+    }
+}
+
+/// How a handshake failed, from its `HANDSHAKE_FAILED_*` event.
+enum Failure {
+    /// No detail but an errno, in words.
+    NoDetail(String),
+    /// A ZMTP or ZAP protocol error code (`ZMQ_PROTOCOL_ERROR_*`).
+    Protocol(u32),
+    /// The ZAP handler's status code (400: refused).
+    Auth(u32),
+}
+
+/// ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH: the peer's NULL, PLAIN or
+/// CURVE is not this socket's.
+const MECHANISM_MISMATCH: u32 = 0x1100_0002;
 
 struct Watcher {
     kind: &'static str,
@@ -121,7 +173,7 @@ struct Watcher {
     /// Accepted connections, by libzmq's descriptor.
     peers: HashMap<u32, Peer>,
     /// A handshake failure waiting for its connection's DISCONNECTED event.
-    handshake_failed: Option<String>,
+    handshake_failed: Option<Failure>,
     /// Added to the first handshake-failure warning, then forgotten.
     hint: Option<&'static str>,
 }
@@ -152,13 +204,13 @@ impl Watcher {
                 EVENT_ACCEPTED => self.accepted(value),
                 EVENT_HANDSHAKE_SUCCEEDED => self.handshake_succeeded(),
                 EVENT_HANDSHAKE_FAILED_NO_DETAIL => {
-                    self.handshake_failed = Some(errno_text(value));
+                    self.handshake_failed = Some(Failure::NoDetail(errno_text(value)));
                 }
                 EVENT_HANDSHAKE_FAILED_PROTOCOL => {
-                    self.handshake_failed = Some(format!("ZMTP protocol error {value:#x}"));
+                    self.handshake_failed = Some(Failure::Protocol(value));
                 }
                 EVENT_HANDSHAKE_FAILED_AUTH => {
-                    self.handshake_failed = Some(format!("authentication failed ({value})"));
+                    self.handshake_failed = Some(Failure::Auth(value));
                 }
                 EVENT_DISCONNECTED => self.disconnected(value),
                 EVENT_MONITOR_STOPPED => return,
@@ -213,20 +265,44 @@ impl Watcher {
             info!("{kind}: a peer disconnected");
             return;
         };
-        if let Some(reason) = self.handshake_failed.take() {
-            let hint = self.take_hint();
-            warn!(
-                "{kind}: dropped {address}: ZeroMQ handshake failed ({reason}); \
-                 not a ZeroMQ peer, or a socket type that cannot talk to this one{hint}"
-            );
-            return;
+        match self.handshake_failed.take() {
+            // The ZAP handler refused it, and has logged who and why
+            // (src/security/), rate-limited: saying it again here would
+            // undo that limit.
+            Some(Failure::Auth(status)) => {
+                debug!("{kind}: {address} refused by the ZAP handler (status {status})");
+                return;
+            }
+            Some(Failure::Protocol(MECHANISM_MISMATCH)) => {
+                warn!(
+                    "{kind}: dropped {address}: it uses another security mechanism than this \
+                     socket (NULL, PLAIN or CURVE)"
+                );
+                return;
+            }
+            Some(Failure::Protocol(code)) => {
+                warn!(
+                    "{kind}: dropped {address}: ZeroMQ handshake failed ({})",
+                    crate::security::handshake::protocol_error(code)
+                );
+                return;
+            }
+            Some(Failure::NoDetail(reason)) => {
+                let hint = self.take_hint();
+                warn!(
+                    "{kind}: dropped {address}: ZeroMQ handshake failed ({reason}); \
+                     not a ZeroMQ peer, or a socket type that cannot talk to this one{hint}"
+                );
+                return;
+            }
+            None => {}
         }
         let Some(stream) = stream else {
             let max = self.max_message_bytes;
             if greeted {
                 warn!(
                     "{kind}: lost a peer right after its handshake, too fast to read its \
-                     address: it left at once, or libzmq dropped it for a message over \
+                     address: it left at once, or libzmq dropped it for a frame over \
                      --max-message-bytes ({max} bytes) or a malformed frame"
                 );
             } else {
@@ -255,7 +331,7 @@ impl Watcher {
             // After the handshake, libzmq only checks frames: their syntax
             // and ZMQ_MAXMSGSIZE.
             (true, true) => warn!(
-                "{kind}: dropped {address} after its handshake: a message over \
+                "{kind}: dropped {address} after its handshake: a frame over \
                  --max-message-bytes ({} bytes), or a malformed frame",
                 self.max_message_bytes
             ),

@@ -7,6 +7,12 @@
 //! get `set_rcvtimeo(CHECK_INTERVAL_MS)`, sleeps go through
 //! [`Shutdown::sleep`]. A blocking receive with a short timeout costs nothing
 //! per message, unlike a `zmq::poll` before every receive.
+//!
+//! The first signal asks for that orderly stop. A second one, should the
+//! stop take too long, ends the process at once, with one line on stderr
+//! and the exit code a shell gives a process killed by that signal: 130
+//! after Ctrl-C (SIGINT), 143 after SIGTERM. Nothing more is logged then,
+//! nor delivered: what libzmq still had queued is lost.
 
 use std::io;
 use std::sync::Arc;
@@ -27,11 +33,40 @@ impl Shutdown {
         Self::default()
     }
 
-    /// A flag that SIGINT (Ctrl-C) and SIGTERM (`docker stop`) set.
+    /// A flag that SIGINT (Ctrl-C) and SIGTERM (`docker stop`) set; the
+    /// second of them ends the process at once (see the module header).
     pub fn on_signals() -> io::Result<Self> {
         let shutdown = Self::new();
-        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            signal_hook::flag::register(signal, Arc::clone(&shutdown.0))?;
+        let program = std::env::args_os()
+            .next()
+            .map(std::path::PathBuf::from)
+            .and_then(|path| {
+                path.file_name()
+                    .map(|name| name.to_string_lossy().into_owned())
+            })
+            .unwrap_or_else(|| "zmq_reqrep".into());
+        for (signal, name) in [
+            (signal_hook::consts::SIGINT, "SIGINT, Ctrl-C"),
+            (signal_hook::consts::SIGTERM, "SIGTERM"),
+        ] {
+            let code = 128 + signal;
+            // Formatted now: a signal handler may not allocate.
+            let line = format!(
+                "{program}: second stop signal ({name}): exiting at once, exit code {code}\n"
+            )
+            .into_bytes();
+            let flag = Arc::clone(&shutdown.0);
+            let handler = move || {
+                if flag.swap(true, Ordering::SeqCst) {
+                    // SAFETY: write(2) on a byte buffer we own is
+                    // async-signal-safe; a short or failed write is harmless.
+                    unsafe { libc::write(libc::STDERR_FILENO, line.as_ptr().cast(), line.len()) };
+                    signal_hook::low_level::exit(code);
+                }
+            };
+            // SAFETY: the handler only swaps an atomic flag, writes a
+            // prepared buffer and calls _exit, all async-signal-safe.
+            unsafe { signal_hook::low_level::register(signal, handler) }?;
         }
         Ok(shutdown)
     }

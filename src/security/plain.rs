@@ -1,0 +1,213 @@
+//! PLAIN: a user name and a password, checked by the server's ZAP handler.
+//!
+//! PLAIN (ZMTP's RFC 24) sends both **in the clear**: anyone who can see the
+//! traffic (a shared Wi-Fi, a mirrored switch port) reads them. It keeps out
+//! a classmate's stray worker, not an eavesdropper; CURVE ([`super::curve`])
+//! is the mechanism that encrypts.
+//!
+//! The server reads its users from a file (`--plain-users`):
+//!
+//! ```text
+//! # who may use the broker
+//! alice:correct horse
+//! worker:battery staple
+//! ```
+//!
+//! one `user:password` per line, split at the first `:` (so a password may
+//! contain `:`, a user name may not); blank lines and lines starting with
+//! `#` are skipped. A client reads its password from a file too
+//! (`--plain-password-file`, the first line), because a command line is
+//! visible to every user of the machine (`ps`), and because that is how
+//! Docker secrets arrive: as files.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+
+use crate::plumbing::exit::UsageError;
+
+/// The longest user name or password PLAIN can carry (a one-byte length).
+const MAX_BYTES: usize = 255;
+
+/// The users a PLAIN server admits, with their passwords.
+#[derive(Clone)]
+pub struct Users(HashMap<String, String>);
+
+impl fmt::Debug for Users {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the passwords.
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+/// What a PLAIN check found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Check {
+    /// Right user, right password.
+    Admitted,
+    /// No such user.
+    UnknownUser,
+    /// The user exists; the password is not theirs.
+    WrongPassword,
+}
+
+impl Users {
+    /// Reads a users file (`option` names it in errors).
+    pub fn read(option: &'static str, path: &Path) -> Result<Users, UsageError> {
+        let text = read_text(option, path)?;
+        Users::parse(&text).map_err(|reason| usage(option, path, reason))
+    }
+
+    fn parse(text: &str) -> Result<Users, String> {
+        let mut users = HashMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let number = i + 1;
+            // The line itself is never quoted back: it holds a password.
+            let Some((user, password)) = line.split_once(':') else {
+                return Err(format!(
+                    "line {number}: expected user:password, found no ':'"
+                ));
+            };
+            if user.is_empty() {
+                return Err(format!("line {number}: the user name before ':' is empty"));
+            }
+            if user.len() > MAX_BYTES || password.len() > MAX_BYTES {
+                return Err(format!(
+                    "line {number}: PLAIN carries at most {MAX_BYTES} bytes of user name and of password"
+                ));
+            }
+            if users
+                .insert(user.to_string(), password.to_string())
+                .is_some()
+            {
+                return Err(format!("line {number}: user '{user}' appears twice"));
+            }
+        }
+        if users.is_empty() {
+            return Err("no user:password line: nobody could connect".into());
+        }
+        Ok(Users(users))
+    }
+
+    /// How many users there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none (never, for a file that was read).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Checks a user name and password as a client sent them.
+    pub fn check(&self, user: &[u8], password: &[u8]) -> Check {
+        let known = std::str::from_utf8(user)
+            .ok()
+            .and_then(|user| self.0.get(user));
+        match known {
+            None => Check::UnknownUser,
+            Some(expected) if same_bytes(expected.as_bytes(), password) => Check::Admitted,
+            Some(_) => Check::WrongPassword,
+        }
+    }
+}
+
+/// Compares two byte strings without stopping at the first difference, so
+/// that the time a check takes says nothing about how much of a guessed
+/// password was right.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let mut difference = u8::from(a.len() != b.len());
+    for (x, y) in a.iter().zip(b) {
+        difference |= x ^ y;
+    }
+    difference == 0
+}
+
+/// Reads a client's password file: its first line, without the line end.
+pub fn read_password(option: &'static str, path: &Path) -> Result<String, UsageError> {
+    let text = read_text(option, path)?;
+    let password = text.lines().next().unwrap_or("");
+    if password.is_empty() {
+        return Err(usage(
+            option,
+            path,
+            "the file is empty (the password is its first line)".into(),
+        ));
+    }
+    if password.len() > MAX_BYTES {
+        return Err(usage(
+            option,
+            path,
+            format!("PLAIN carries at most {MAX_BYTES} bytes of password"),
+        ));
+    }
+    Ok(password.to_string())
+}
+
+fn read_text(option: &'static str, path: &Path) -> Result<String, UsageError> {
+    std::fs::read_to_string(path)
+        .map_err(|error| usage(option, path, error.to_string().to_lowercase()))
+}
+
+fn usage(option: &'static str, path: &Path, reason: String) -> UsageError {
+    UsageError {
+        option,
+        value: path.display().to_string(),
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_files_take_comments_blank_lines_and_colons_in_passwords() {
+        let users = Users::parse("# team\nalice:secret\n\n  bob:pa:ss  \r\n").unwrap();
+        assert_eq!(users.len(), 2);
+        assert_eq!(users.check(b"alice", b"secret"), Check::Admitted);
+        assert_eq!(users.check(b"bob", b"pa:ss"), Check::Admitted);
+        assert_eq!(users.check(b"alice", b"secre"), Check::WrongPassword);
+        assert_eq!(users.check(b"alice", b"secret!"), Check::WrongPassword);
+        assert_eq!(users.check(b"alice", b""), Check::WrongPassword);
+        assert_eq!(users.check(b"eve", b"secret"), Check::UnknownUser);
+        assert_eq!(users.check(b"\xff", b"secret"), Check::UnknownUser);
+        // An empty password is a password.
+        let users = Users::parse("guest:").unwrap();
+        assert_eq!(users.check(b"guest", b""), Check::Admitted);
+    }
+
+    #[test]
+    fn malformed_users_files_name_the_line_and_never_the_password() {
+        let cases = [
+            ("alice:secret\nhunter2\n", "line 2: expected user:password"),
+            (":secret\n", "line 1: the user name before ':' is empty"),
+            ("a:1\na:2\n", "line 2: user 'a' appears twice"),
+            ("# nobody\n\n", "no user:password line"),
+        ];
+        for (text, expected) in cases {
+            let error = Users::parse(text).expect_err(text);
+            assert!(error.contains(expected), "{text:?}: {error}");
+            assert!(
+                !error.contains("hunter2") && !error.contains("secret"),
+                "{error}"
+            );
+        }
+        let long = format!("u:{}", "x".repeat(256));
+        assert!(Users::parse(&long).unwrap_err().contains("255"));
+    }
+
+    #[test]
+    fn debug_output_shows_no_password() {
+        let users = Users::parse("alice:secret").unwrap();
+        let shown = format!("{users:?}");
+        assert!(
+            shown.contains("alice") && !shown.contains("secret"),
+            "{shown}"
+        );
+    }
+}

@@ -1,0 +1,581 @@
+//! Who may join: `--allow` and PLAIN credentials, checked by the ZAP handler
+//! of `src/security/`, with pyzmq peers (tests/py/secure_peers.py) and our
+//! own roles on the other side.
+//!
+//! A peer from another address comes from 127.0.0.2: libzmq picks the source
+//! address of a connection with `tcp://127.0.0.2:0;127.0.0.1:PORT`, and the
+//! whole of 127.0.0.0/8 is this machine. The pyzmq tests are skipped, with a
+//! note, where no Python with pyzmq is found; `.ci/run` sets REQUIRE_PYZMQ=1.
+
+mod common;
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use common::*;
+
+/// A directory of test files, removed when the test ends.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!("zmq-reqrep-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    /// Writes `contents` to `name` in the directory; returns its path.
+    fn file(&self, name: &str, contents: &str) -> String {
+        let path = self.0.join(name);
+        fs::write(&path, contents).unwrap();
+        path.display().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+const USERS: &str = "# who may use the server\nalice:secret\n\nbob:pa:ss\n";
+
+/// A reqrep_server on a free port with `extra` options: (server, endpoint).
+fn server(extra: &[&str]) -> (Proc, String) {
+    let mut args = vec!["--bind", "tcp://127.0.0.1:*"];
+    args.extend_from_slice(extra);
+    let server = Proc::start(SERVER, &args);
+    let endpoint = server.wait_endpoints("REP listening on").remove(0);
+    (server, endpoint)
+}
+
+/// The same endpoint, connected to from 127.0.0.2.
+fn from_127_0_0_2(endpoint: &str) -> String {
+    let port = endpoint.rsplit(':').next().unwrap();
+    format!("tcp://127.0.0.2:0;127.0.0.1:{port}")
+}
+
+/// A pyzmq REQ client (secure_peers.py req-client).
+fn py_client(python: &str, endpoint: &str, count: u32, options: &[&str]) -> Proc {
+    let script = py_script("secure_peers.py");
+    let count = count.to_string();
+    let mut args = vec![
+        "-u",
+        script.as_str(),
+        "req-client",
+        endpoint,
+        count.as_str(),
+    ];
+    args.extend_from_slice(options);
+    Proc::start(python, &args)
+}
+
+/// A knocker: a new connection, refused, again and again (for at most 30 s,
+/// or until dropped); returned once the first refusal is seen.
+fn py_knocker(python: &str, endpoint: &str, options: &[&str], expect: &str) -> Proc {
+    let script = py_script("secure_peers.py");
+    let mut args = vec!["-u", script.as_str(), "knock", endpoint, "30"];
+    args.extend_from_slice(options);
+    let knocker = Proc::start(python, &args);
+    knocker.wait_out_count(expect, 1, SOON);
+    knocker
+}
+
+/// A client that will not be let in: waits for its refusal, leaves it waiting.
+fn py_refused(python: &str, endpoint: &str, options: &[&str], expect: &str) -> Proc {
+    let mut all = vec!["--timeout-ms", "50000"];
+    all.extend_from_slice(options);
+    let client = py_client(python, endpoint, 1, &all);
+    client.wait_out_count(expect, 1, SOON);
+    client
+}
+
+fn py_served(python: &str, endpoint: &str, count: u32, options: &[&str]) {
+    let mut client = py_client(python, endpoint, count, options);
+    client.expect_exit(0, SOON);
+    let replies = client
+        .stdout()
+        .iter()
+        .filter(|line| line.ends_with("got b'World'"))
+        .count();
+    assert_eq!(replies, count as usize, "{:#?}", client.stdout());
+}
+
+/// Our own reqrep_client, `count` requests, few retries.
+fn our_client(endpoint: &str, count: u32, options: &[&str]) -> Proc {
+    let count = count.to_string();
+    let mut args = vec![
+        "--connect",
+        endpoint,
+        "--count",
+        count.as_str(),
+        "--interval-ms",
+        "0",
+        "--timeout-ms",
+        "1500",
+        "--retries",
+        "0",
+    ];
+    args.extend_from_slice(options);
+    Proc::start(CLIENT, &args)
+}
+
+/// Log lines of `proc` that contain `needle`.
+fn log_lines(proc: &Proc, needle: &str) -> Vec<String> {
+    proc.stderr()
+        .into_iter()
+        .filter(|line| line.contains(needle))
+        .collect()
+}
+
+#[test]
+fn allow_list_refuses_a_pyzmq_peer_from_outside_and_serves_one_inside() {
+    let Some(python) = pyzmq() else { return };
+    let (server, endpoint) = server(&["--allow", "127.0.0.1"]);
+
+    let _outside = py_refused(
+        &python,
+        &from_127_0_0_2(&endpoint),
+        &[],
+        "handshake failed: auth 400",
+    );
+    let line = server.wait_log("REP: refused 127.0.0.2", SOON);
+    assert!(line.contains("WARN") && line.contains("--allow"), "{line}");
+
+    py_served(&python, &endpoint, 2, &[]);
+    server.wait_log_count(r#"request b"Hello""#, 2, SOON);
+    assert_eq!(log_lines(&server, r#"request b"Hello""#).len(), 2);
+}
+
+#[test]
+fn allow_list_takes_cidrs_and_our_refused_client_says_why() {
+    let (server, endpoint) = server(&["--allow", "192.168.0.0/16,127.0.0.1/32"]);
+
+    let mut outside = our_client(&from_127_0_0_2(&endpoint), 1, &[]);
+    outside.expect_exit(1, SOON);
+    let why = log_lines(&outside, "refused us");
+    assert!(
+        why.iter()
+            .any(|line| line.contains("400") && line.contains("--allow")),
+        "{why:#?}"
+    );
+    server.wait_log("REP: refused 127.0.0.2", SOON);
+
+    let mut inside = our_client(&endpoint, 2, &[]);
+    inside.expect_exit(0, SOON);
+    assert_eq!(reply_lines(&inside).len(), 2);
+}
+
+#[test]
+fn plain_credentials_right_wrong_and_missing_from_pyzmq() {
+    let Some(python) = pyzmq() else { return };
+    let dir = TempDir::new("plain-py");
+    let users = dir.file("users.txt", USERS);
+    let (server, endpoint) = server(&["--plain-users", &users]);
+
+    py_served(&python, &endpoint, 2, &["--plain", "alice", "secret"]);
+    // Only the first ':' separates the user from the password.
+    py_served(&python, &endpoint, 1, &["--plain", "bob", "pa:ss"]);
+
+    let wrong = py_refused(
+        &python,
+        &endpoint,
+        &["--plain", "alice", "guess"],
+        "handshake failed: auth 400",
+    );
+    server.wait_log(
+        r#"REP: refused 127.0.0.1: PLAIN user "alice": wrong password"#,
+        SOON,
+    );
+    drop(wrong);
+    let unknown = py_refused(
+        &python,
+        &endpoint,
+        &["--plain", "mallory", "secret"],
+        "handshake failed: auth 400",
+    );
+    server.wait_log(r#"PLAIN user "mallory": unknown user"#, SOON);
+    drop(unknown);
+
+    // No credentials at all: the client speaks NULL, the server PLAIN, and
+    // libzmq ends the handshake before any ZAP request (mechanism mismatch);
+    // the client notices the mismatch or the hang-up, whichever comes first.
+    let _missing = py_refused(&python, &endpoint, &[], "handshake failed");
+    server.wait_log("handshake", SOON);
+    // Nobody but the right users ever got a reply.
+    server.wait_log_count(r#"request b"Hello""#, 3, SOON);
+    assert_eq!(log_lines(&server, r#"request b"Hello""#).len(), 3);
+}
+
+#[test]
+fn plain_credentials_right_wrong_and_missing_from_our_client() {
+    let dir = TempDir::new("plain-ours");
+    let users = dir.file("users.txt", USERS);
+    let right = dir.file("alice.password", "secret\n");
+    let wrong = dir.file("guess.password", "guess\n");
+    let (server, endpoint) = server(&["--plain-users", &users]);
+
+    let mut client = our_client(
+        &endpoint,
+        2,
+        &["--plain-user", "alice", "--plain-password-file", &right],
+    );
+    client.expect_exit(0, SOON);
+    assert_eq!(reply_lines(&client).len(), 2);
+
+    let mut client = our_client(
+        &endpoint,
+        1,
+        &["--plain-user", "alice", "--plain-password-file", &wrong],
+    );
+    client.expect_exit(1, SOON);
+    let why = log_lines(&client, "refused us");
+    assert!(
+        why.iter()
+            .any(|line| line.contains("400") && line.contains("--plain-user")),
+        "{why:#?}"
+    );
+    server.wait_log(r#"PLAIN user "alice": wrong password"#, SOON);
+
+    let mut client = our_client(&endpoint, 1, &[]);
+    client.expect_exit(1, SOON);
+    let why = log_lines(&client, "security mechanism");
+    assert!(!why.is_empty(), "{:#?}", client.stderr());
+}
+
+#[test]
+fn the_address_is_checked_before_the_password() {
+    let Some(python) = pyzmq() else { return };
+    let dir = TempDir::new("allow-plain");
+    let users = dir.file("users.txt", USERS);
+    let (server, endpoint) = server(&["--allow", "127.0.0.1", "--plain-users", &users]);
+
+    let _outside = py_refused(
+        &python,
+        &from_127_0_0_2(&endpoint),
+        &["--plain", "alice", "secret"],
+        "handshake failed: auth 400",
+    );
+    let line = server.wait_log("REP: refused 127.0.0.2", SOON);
+    assert!(line.contains("--allow"), "{line}");
+    py_served(&python, &endpoint, 1, &["--plain", "alice", "secret"]);
+}
+
+#[test]
+fn refused_peers_never_disturb_an_admitted_client_nor_flood_the_log() {
+    let Some(python) = pyzmq() else { return };
+    let dir = TempDir::new("sentinel");
+    let users = dir.file("users.txt", USERS);
+    let password = dir.file("alice.password", "secret");
+    let (server, endpoint) = server(&["--allow", "127.0.0.1", "--plain-users", &users]);
+
+    let sentinel = Proc::start(
+        CLIENT,
+        &[
+            "--connect",
+            &endpoint,
+            "--interval-ms",
+            "20",
+            "--timeout-ms",
+            "2000",
+            "--plain-user",
+            "alice",
+            "--plain-password-file",
+            &password,
+        ],
+    );
+    sentinel.wait_out_count(" got ", 5, SOON);
+
+    // Three knockers, each refused many times a second.
+    let started = Instant::now();
+    let knockers = [
+        py_knocker(
+            &python,
+            &endpoint,
+            &["--plain", "alice", "guess"],
+            "auth 400",
+        ),
+        py_knocker(&python, &endpoint, &["--plain", "eve", "x"], "auth 400"),
+        py_knocker(
+            &python,
+            &from_127_0_0_2(&endpoint),
+            &["--plain", "alice", "secret"],
+            "auth 400",
+        ),
+    ];
+    // Repeats are counted, and summed up at most once a second.
+    server.wait_log("not logged one by one", SOON);
+    let served_so_far = reply_lines(&sentinel).len();
+    sentinel.wait_out_count(" got ", served_so_far + 20, SOON);
+    let knocked_for = started.elapsed();
+    drop(knockers);
+
+    assert!(
+        log_lines(&sentinel, "WARN").is_empty() && log_lines(&sentinel, "ERROR").is_empty(),
+        "the admitted client noticed the knockers: {:#?}",
+        sentinel.stderr()
+    );
+    // One line for each knocker, with its address and reason; the rest in
+    // summaries, of which there is at most one a second.
+    let one_by_one = log_lines(&server, "REP: refused ");
+    assert_eq!(one_by_one.len(), 3, "{one_by_one:#?}");
+    for (needle, reason) in [
+        ("127.0.0.1", "wrong password"),
+        ("127.0.0.1", "unknown user"),
+        ("127.0.0.2", "--allow"),
+    ] {
+        assert!(
+            one_by_one
+                .iter()
+                .any(|l| l.contains(needle) && l.contains(reason)),
+            "{needle} {reason}: {one_by_one:#?}"
+        );
+    }
+    let summaries = log_lines(&server, "not logged one by one");
+    let seconds = knocked_for.as_secs() + 2;
+    assert!(
+        summaries.len() as u64 <= seconds,
+        "{} summaries in about {seconds} s: {summaries:#?}",
+        summaries.len()
+    );
+}
+
+#[test]
+fn the_broker_checks_clients_and_workers_and_names_the_side() {
+    let dir = TempDir::new("broker-plain");
+    let users = dir.file("users.txt", "client:c-pass\nworker:w-pass\n");
+    let client_password = dir.file("client.password", "c-pass\n");
+    let worker_password = dir.file("worker.password", "w-pass\n");
+    let wrong_password = dir.file("wrong.password", "nope\n");
+    let (broker, frontend, backend) = start_broker("proxy", &["--plain-users", &users]);
+
+    let _worker = Proc::start(
+        WORKER,
+        &[
+            "--connect",
+            &backend,
+            "--plain-user",
+            "worker",
+            "--plain-password-file",
+            &worker_password,
+        ],
+    );
+    broker.wait_log(
+        r#"backend: admitted 127.0.0.1 as PLAIN user "worker""#,
+        SOON,
+    );
+    let mut client = Proc::start(
+        BROKER_CLIENT,
+        &[
+            "--connect",
+            &frontend,
+            "--count",
+            "3",
+            "--interval-ms",
+            "0",
+            "--plain-user",
+            "client",
+            "--plain-password-file",
+            &client_password,
+        ],
+    );
+    client.expect_exit(0, SOON);
+    assert_eq!(reply_lines(&client).len(), 3);
+
+    let _intruder = Proc::start(
+        WORKER,
+        &[
+            "--connect",
+            &backend,
+            "--plain-user",
+            "worker",
+            "--plain-password-file",
+            &wrong_password,
+        ],
+    );
+    broker.wait_log(
+        r#"backend: refused 127.0.0.1: PLAIN user "worker": wrong password"#,
+        SOON,
+    );
+    let mut stranger = our_client(
+        &frontend,
+        1,
+        &[
+            "--plain-user",
+            "client",
+            "--plain-password-file",
+            &wrong_password,
+        ],
+    );
+    stranger.expect_exit(1, SOON);
+    broker.wait_log(
+        r#"frontend: refused 127.0.0.1: PLAIN user "client": wrong password"#,
+        SOON,
+    );
+}
+
+#[test]
+fn the_zap_handler_never_holds_up_an_exit() {
+    let dir = TempDir::new("exit");
+    let users = dir.file("users.txt", USERS);
+    let (mut server, _) = server(&["--allow", "127.0.0.1", "--plain-users", &users]);
+    server.signal(libc::SIGTERM);
+    server.expect_exit(0, SOON);
+
+    let (mut broker, _, _) = start_broker("lb", &["--allow", "127.0.0.0/8"]);
+    broker.signal(libc::SIGTERM);
+    broker.expect_exit(0, SOON);
+}
+
+/// Starts `exe`, expects exit 2 and one line on stderr containing every needle.
+fn usage_error(exe: &str, args: &[&str], needles: &[&str]) {
+    let mut proc = Proc::start(exe, args);
+    proc.expect_exit(2, SOON);
+    let lines: Vec<String> = proc
+        .stderr()
+        .into_iter()
+        .filter(|line| !line.trim().is_empty())
+        .collect();
+    assert_eq!(lines.len(), 1, "{args:?}: {lines:#?}");
+    for needle in needles {
+        assert!(
+            lines[0].contains(needle),
+            "{args:?}: {needle:?} not in {:?}",
+            lines[0]
+        );
+    }
+}
+
+#[test]
+fn bad_security_options_are_one_line_and_exit_2() {
+    let dir = TempDir::new("bad-options");
+    let bind = ["--bind", "tcp://127.0.0.1:*"];
+    let with_bind = |more: &[&'static str]| -> Vec<&'static str> {
+        let mut all = bind.to_vec();
+        all.extend_from_slice(more);
+        all
+    };
+    usage_error(
+        SERVER,
+        &with_bind(&["--allow", "10.0.0.1/8"]),
+        &["--allow", "10.0.0.0/8"],
+    );
+    usage_error(
+        SERVER,
+        &with_bind(&["--allow", "300.1.1.1"]),
+        &["--allow", "300.1.1.1"],
+    );
+    usage_error(
+        SERVER,
+        &with_bind(&["--allow", "::1/129"]),
+        &["--allow", "129"],
+    );
+
+    let missing = dir.0.join("missing.txt").display().to_string();
+    usage_error(
+        SERVER,
+        &[&bind[..], &["--plain-users", &missing]].concat(),
+        &["--plain-users", "missing.txt"],
+    );
+    let malformed = dir.file("malformed.txt", "alice:secret\n# fine\nhunter2\n");
+    let mut proc = Proc::start(
+        SERVER,
+        &[&bind[..], &["--plain-users", &malformed]].concat(),
+    );
+    proc.expect_exit(2, SOON);
+    let stderr = proc.stderr().join("\n");
+    assert!(
+        stderr.contains("malformed.txt") && stderr.contains("line 3"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("hunter2"),
+        "a password was echoed: {stderr}"
+    );
+
+    let users = dir.file("users.txt", USERS);
+    let key = dir.file("server.key", &"a".repeat(40));
+    usage_error(
+        SERVER,
+        &[
+            &bind[..],
+            &["--plain-users", &users, "--curve-secret-key-file", &key],
+        ]
+        .concat(),
+        &["--plain-users", "--curve-secret-key-file"],
+    );
+    usage_error(
+        CLIENT,
+        &["--plain-user", "alice"],
+        &["--plain-password-file"],
+    );
+    let password = dir.file("p", "secret");
+    usage_error(
+        CLIENT,
+        &[
+            "--plain-user",
+            "alice",
+            "--plain-password-file",
+            &password,
+            "--curve-server-key",
+            &"a".repeat(40),
+            "--curve-secret-key-file",
+            &key,
+        ],
+        &["--plain-user", "--curve-server-key"],
+    );
+    let empty = dir.file("empty.password", "\n");
+    usage_error(
+        WORKER,
+        &["--plain-user", "w", "--plain-password-file", &empty],
+        &["--plain-password-file", "empty"],
+    );
+}
+
+#[test]
+fn empty_security_variables_mean_no_access_control() {
+    // What a compose file passes for an unset `${ALLOW:-}`.
+    let server = Proc::start_with_env(
+        SERVER,
+        &["--bind", "tcp://127.0.0.1:*"],
+        &[
+            ("ALLOW", ""),
+            ("PLAIN_USERS", ""),
+            ("CURVE_SECRET_KEY_FILE", ""),
+            ("CURVE_CLIENTS", ""),
+        ],
+    );
+    let endpoint = server.wait_endpoints("REP listening on").remove(0);
+    let mut client = Proc::start_with_env(
+        CLIENT,
+        &["--connect", &endpoint, "--count", "1"],
+        &[
+            ("PLAIN_USER", ""),
+            ("PLAIN_PASSWORD_FILE", ""),
+            ("CURVE_SERVER_KEY", ""),
+            ("CURVE_SECRET_KEY_FILE", ""),
+        ],
+    );
+    client.expect_exit(0, SOON);
+    assert!(
+        log_lines(&server, "who may join").is_empty(),
+        "{:#?}",
+        server.stderr()
+    );
+}
+
+#[test]
+fn allow_comes_from_the_environment_too() {
+    let server = Proc::start_with_env(
+        SERVER,
+        &["--bind", "tcp://127.0.0.1:*"],
+        &[("ALLOW", "10.0.0.0/8,127.0.0.1")],
+    );
+    let endpoint = server.wait_endpoints("REP listening on").remove(0);
+    server.wait_log("who may join", SOON);
+    let mut outside = our_client(&from_127_0_0_2(&endpoint), 1, &[]);
+    outside.expect_exit(1, SOON);
+    server.wait_log("REP: refused 127.0.0.2", SOON);
+}

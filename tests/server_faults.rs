@@ -1,0 +1,106 @@
+//! How `reqrep_server` ends, under the faults of issue 9: a crash right
+//! after a reply, a stop in the middle of a request, a second stop signal,
+//! and a command line it cannot use.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn start_server(extra: &[&str]) -> (Proc, String) {
+    let mut args = vec!["--bind", "tcp://127.0.0.1:*"];
+    args.extend_from_slice(extra);
+    let server = Proc::start(SERVER, &args);
+    let endpoint = server.wait_endpoints("REP listening on").remove(0);
+    (server, endpoint)
+}
+
+/// The client is the naive one (`--timeout-ms 0`), a plain REQ like the
+/// course's pyzmq client: the Lazy Pirate client's ZMQ_IMMEDIATE lets libzmq
+/// drop a reply that arrived just before its connection broke (see
+/// `src/lazy_pirate.rs`), which it then resends, and no test of the server
+/// could be told from that.
+#[test]
+fn defect_5_the_reply_sent_just_before_a_crash_always_arrives() {
+    const RUNS: usize = 20;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut delivered = 0;
+    let mut lost = Vec::new();
+    for run in 1..=RUNS {
+        assert!(Instant::now() < deadline, "out of time after {run} runs");
+        let (mut server, endpoint) = start_server(&["--crash-after", "1"]);
+        let mut client = Proc::start(
+            CLIENT,
+            &["--connect", &endpoint, "--count", "1", "--timeout-ms", "0"],
+        );
+        // The server crashes (exit 3) right after its one reply...
+        server.expect_exit(3, SOON);
+        // ...and the client has it, or waits for ever (killed after 3 s).
+        match client.wait_exit(Duration::from_secs(3)) {
+            Some(status) if status.success() && reply_lines(&client).len() == 1 => delivered += 1,
+            other => lost.push((run, other.and_then(|status| status.code()))),
+        }
+    }
+    assert_eq!(
+        delivered, RUNS,
+        "replies lost in runs (run, client exit code; None: still waiting) {lost:?}"
+    );
+}
+
+#[test]
+fn defect_9_a_stop_in_the_middle_of_a_request_sends_no_reply() {
+    let (mut server, endpoint) = start_server(&["--work-ms", "5000"]);
+    let ctx = zmq::Context::new();
+    let req = test_req(&ctx, &endpoint);
+    req.set_rcvtimeo(2000).unwrap();
+    req.send("Hello", 0).unwrap();
+    server.wait_log(r#"request b"Hello""#, SOON);
+    server.signal(libc::SIGTERM);
+    server.expect_exit(0, Duration::from_secs(2));
+    match req.recv_bytes(0) {
+        Err(zmq::Error::EAGAIN) => {}
+        other => panic!("a reply to work that was never done: {other:?}"),
+    }
+    server.wait_log("stopped mid-request; no reply sent", SOON);
+    server.wait_log("served 0 requests", SOON);
+}
+
+#[test]
+fn defect_9_a_second_stop_signal_forces_the_exit() {
+    // Ctrl-C, then SIGTERM before the first one is dealt with: whichever
+    // is handled second ends the process at once, with 128 + its number.
+    // (Two signals of one kind sent together may merge into one.)
+    let (mut server, _endpoint) = start_server(&[]);
+    server.signal(libc::SIGINT);
+    server.signal(libc::SIGTERM);
+    let code = server
+        .wait_exit(SOON)
+        .and_then(|status| status.code())
+        .expect("an exit code");
+    assert!(
+        code == 128 + libc::SIGINT || code == 128 + libc::SIGTERM,
+        "exit code {code}, not the forced exit's 130 or 143"
+    );
+    let forced = server.stderr().pop().unwrap();
+    assert!(
+        forced.starts_with("reqrep_server: second stop signal (")
+            && forced.ends_with(&format!("): exiting at once, exit code {code}")),
+        "{forced}"
+    );
+}
+
+#[test]
+fn defect_9_an_unknown_value_lists_the_possible_values() {
+    let mut broker = Proc::start(BROKER, &["--mode", "foo"]);
+    broker.expect_exit(2, SOON);
+    let stderr = broker.stderr();
+    assert_eq!(stderr.len(), 1, "{stderr:#?}");
+    assert!(
+        stderr[0].contains("'foo'")
+            && stderr[0].contains("--mode")
+            && stderr[0].contains("[possible values: proxy, lb]"),
+        "{}",
+        stderr[0]
+    );
+}
