@@ -220,7 +220,7 @@ pub fn run(
                 } else {
                     info!(
                         "request from client {}{} arrived while busy with one{}; queued, \
-                         served next",
+                         next in line",
                         request.client(),
                         via(true, &brokers[index]),
                         via(true, &brokers[busy.request.broker])
@@ -503,6 +503,14 @@ impl Broker {
             self.owes_ready = true;
         }
         let up = self.watch.is_up();
+        // READY first: a new broker then learns the worker's name before
+        // its first heartbeat.
+        if self.owes_ready && up && !holding {
+            let ready = [&[READY][..], self.name.as_bytes()];
+            if self.socket.send_multipart(ready, zmq::DONTWAIT).is_ok() {
+                self.owes_ready = false;
+            }
+        }
         if now >= self.next_heartbeat {
             // Only on a live connection (ZMQ_IMMEDIATE queues nothing
             // without one), and never waiting.
@@ -510,12 +518,6 @@ impl Broker {
                 let _ = self.socket.send(&[HEARTBEAT][..], zmq::DONTWAIT);
             }
             self.next_heartbeat = now + self.heartbeat;
-        }
-        if self.owes_ready && up && !holding {
-            let ready = [&[READY][..], self.name.as_bytes()];
-            if self.socket.send_multipart(ready, zmq::DONTWAIT).is_ok() {
-                self.owes_ready = false;
-            }
         }
 
         if let Some(since) = self.up_since {
