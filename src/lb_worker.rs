@@ -335,6 +335,8 @@ struct Broker {
     next_heartbeat: Instant,
     /// When the current connection came up; `None` while there is none.
     up_since: Option<Instant>,
+    /// Whether any connection to this broker, on any socket, ever came up.
+    ever_up: bool,
     /// Whether a HEARTBEAT came on it: an lb broker sends one every
     /// interval, a proxy broker's DEALER never does.
     heard_heartbeat: bool,
@@ -367,6 +369,7 @@ impl Broker {
             last_heard: now,
             next_heartbeat: now + settings.heartbeat,
             up_since: None,
+            ever_up: false,
             heard_heartbeat: false,
             told_not_lb: false,
             told_unexpected: false,
@@ -389,11 +392,13 @@ impl Broker {
     fn connection_changed(&mut self) {
         for change in self.watch.changes() {
             match change {
-                Change::Up { first } => {
+                Change::Up { .. } => {
                     self.up_since = Some(Instant::now());
                     self.heard_heartbeat = false;
                     self.owes_ready = true;
-                    if !first {
+                    // Counted over every socket: a replaced socket's first
+                    // connection is a return too.
+                    if std::mem::replace(&mut self.ever_up, true) {
                         info!(
                             "connected to the broker at {} again; announcing this worker with \
                              READY",
