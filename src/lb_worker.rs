@@ -61,9 +61,9 @@
 //! client resends it after its timeout, and the resend reaches the other
 //! broker. The sockets have ZMQ_IMMEDIATE for the same reason: libzmq then
 //! queues nothing for a broker while no connection to it is up (a send
-//! fails at once instead), and throws away what arrived on a connection
-//! that broke before it was read, instead of keeping both for whichever
-//! broker process is at that address next.
+//! fails at once, instead of waiting for whichever broker process listens
+//! at that address next), and throws away what arrived on a connection
+//! that broke before it was read.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
