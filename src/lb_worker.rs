@@ -174,12 +174,13 @@ pub fn run(
 
         for (index, is_readable) in readable.into_iter().enumerate() {
             let broker = &mut brokers[index];
-            // Its connection's news first, every time: libzmq reports a
-            // connection up before it delivers anything that came on it, so
-            // a request read after this is stamped with the right
-            // connection. (One read in the instant between a reconnection
-            // and its news counts as the old connection's: its reply is not
-            // sent, and the client resends, as for any lost reply.)
+            // Its connection's news first, every time, right before its
+            // requests: a connection is reported lost before anything can
+            // come on the next one, so each request is stamped with the
+            // connection it came on. (Should a reconnection fall in the
+            // instant between the two, a request may be stamped wrongly: its
+            // reply is then not sent, or reaches a broker that drops it, and
+            // the client resends, as for any lost reply.)
             broker.connection_changed();
             if !is_readable {
                 continue;
