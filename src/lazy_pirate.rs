@@ -64,6 +64,8 @@ use tracing::warn;
 
 use crate::LINGER_MS;
 use crate::plumbing::exit::UsageError;
+use crate::plumbing::keepalive;
+use crate::plumbing::logging::Count;
 use crate::plumbing::shutdown::{CHECK_INTERVAL_MS, Shutdown};
 
 /// How patient the client is.
@@ -123,19 +125,26 @@ pub struct GaveUp {
 
 impl fmt::Display for GaveUp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (seq, endpoints, attempts) = (self.seq, &self.endpoints, self.attempts);
+        let (seq, endpoints) = (self.seq, &self.endpoints);
+        let attempts = Count::new(u64::from(self.attempts), "attempt");
         let ms = self.timeout.as_millis();
         match self.why {
+            Unanswered::NeverSent if crate::security::handshake::refused() => write!(
+                f,
+                "could not send request #{seq}: {endpoints} refused this client during the \
+                 ZeroMQ handshake (the warning above says why); libzmq does not retry a \
+                 refused connection"
+            ),
             Unanswered::NeverSent => write!(
                 f,
                 "could not send request #{seq}: no server connected at {endpoints} \
-                 ({attempts} attempts, each waiting {ms} ms for a connection; --timeout-ms, \
+                 ({attempts}, each waiting {ms} ms for a connection; --timeout-ms, \
                  --retries); is the server running, and is the address right?"
             ),
             Unanswered::NoReply { then_unconnected } => {
                 write!(
                     f,
-                    "no reply to request #{seq} from {endpoints} after {attempts} attempts, \
+                    "no reply to request #{seq} from {endpoints} after {attempts}, \
                      each waiting {ms} ms (--timeout-ms, --retries): sent, but not answered \
                      (a server busy or hung, or a broker without workers)"
                 )?;
@@ -193,6 +202,7 @@ impl ReliableReq {
         }
         socket.set_sndtimeo(wake_ms)?;
         socket.set_rcvtimeo(wake_ms)?;
+        keepalive::enable(&socket)?; // an idle client keeps its connection (src/plumbing/keepalive.rs)
         // What the server may ask for, and a watch that explains a refusal (src/security/).
         crate::security::credentials::present(ctx, &socket)?;
         for endpoint in endpoints {

@@ -77,6 +77,7 @@ use crate::payload::show_frames;
 use crate::plumbing::cli::Reply;
 use crate::plumbing::connection::{Change, Watch};
 use crate::plumbing::exit::UsageError;
+use crate::plumbing::keepalive;
 use crate::plumbing::logging::Count;
 use crate::plumbing::shutdown::{CHECK_INTERVAL_MS, Shutdown};
 use crate::protocol::{self, Backoff, Frames, HEARTBEAT, READY};
@@ -589,6 +590,8 @@ fn open(ctx: &zmq::Context, endpoint: &str) -> anyhow::Result<(zmq::Socket, Watc
     // Sends go only to a live connection; what a broken one brought and was
     // not read yet is thrown away (see the module docs).
     socket.set_immediate(true)?;
+    // Besides our HEARTBEAT: ZMTP heartbeats, whatever --heartbeat-ms is.
+    keepalive::enable(&socket)?;
     credentials::apply(&socket)?; // src/security/: what the broker may ask for
     let watch = Watch::new(ctx, &socket)?;
     socket

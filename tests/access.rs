@@ -161,6 +161,14 @@ fn allow_list_takes_cidrs_and_our_refused_client_says_why() {
             .any(|line| line.contains("400") && line.contains("--allow")),
         "{why:#?}"
     );
+    // Its last word names the refusal, not a server that might be down.
+    let error = outside.stderr().pop().unwrap_or_default();
+    assert!(
+        error.starts_with("error: could not send request #1:")
+            && error.contains("refused this client")
+            && !error.contains("is the server running"),
+        "{error}"
+    );
     server.wait_log("REP: refused 127.0.0.2", SOON);
 
     let mut inside = our_client(&endpoint, 2, &[]);

@@ -19,6 +19,14 @@
 //!
 //! The stacks run one at a time: on two cores, parallel stacks would make
 //! the timings (the 3 s `stop`) meaningless.
+//!
+//! The Docker Swarm test deploys the broker file with `docker stack deploy`
+//! on this engine as a one-node swarm: it runs `docker swarm init` if the
+//! engine is in no swarm, and then leaves that swarm at the end, passed or
+//! failed (never a swarm it found). Its stack is named `zr<pid>-…` like the
+//! compose projects, and is removed, networks included, before the test
+//! returns. Swarm publishes host ports on every interface, not 127.0.0.1
+//! alone: the test's are free ports, never 5555/5556.
 
 mod common;
 
@@ -50,6 +58,12 @@ const FAILOVER_PORTS: [&str; 4] = [
     "BROKER2_BACKEND_PORT",
 ];
 
+/// The broker file's second file for Docker Swarm: host-mode ports.
+const SWARM_HOST: &str = "docker-compose.broker.swarm-host.yml";
+
+/// The broker file's addition for CurveZMQ: keys as Docker secrets.
+const CURVE: &str = "docker-compose.curve.yml";
+
 /// The variables of the compose files that choose the image and the
 /// published ports.
 const SETTINGS: &[&str] = &[
@@ -64,6 +78,10 @@ const SETTINGS: &[&str] = &[
     "BROKER2_BACKEND_PORT",
     "COMPOSE_PROJECT_NAME",
     "COMPOSE_FILE",
+    "WORKERS",
+    "CLIENTS",
+    "ENDPOINT_MODE",
+    "KEYS_USER",
 ];
 
 /// The variables the compose files pass through to the binaries. Neither
@@ -193,6 +211,8 @@ fn free_port_range(count: u16) -> String {
 struct Stack {
     project: String,
     file: PathBuf,
+    /// Further `-f` files, added to `file` in order.
+    more_files: Vec<PathBuf>,
     /// `-p project` on every command; without it compose names the project
     /// itself, as it does for a student (from `name:` or the directory).
     explicit_project: bool,
@@ -227,6 +247,7 @@ impl Stack {
         Stack {
             project,
             file,
+            more_files: Vec::new(),
             explicit_project: explicit,
             env: vars,
         }
@@ -242,7 +263,11 @@ impl Stack {
         if self.explicit_project {
             command.args(["-p", &self.project]);
         }
-        command.arg("-f").arg(&self.file).args(args);
+        command.arg("-f").arg(&self.file);
+        for file in &self.more_files {
+            command.arg("-f").arg(file);
+        }
+        command.args(args);
         for name in SETTINGS.iter().chain(PASSED_THROUGH) {
             command.env_remove(name);
         }
@@ -672,7 +697,7 @@ fn reqrep_knobs_from_the_shell_change_what_the_containers_do() {
     let log = logs(&client.id);
     assert_eq!(client.exit_code, 1, "{log}");
     assert_eq!(replies_in(&log), 2, "{log}");
-    assert!(log.contains("giving up"), "{log}");
+    assert!(log.contains("error: no reply to request #3"), "{log}");
     stack.wait_log("server", "hanging after 2 replies", 1);
     // A variable the shell does not set stays unset: compose lists it bare
     // ("REPLY") in the container's configuration, and the engine leaves such
@@ -838,6 +863,85 @@ impl Drop for TempDir {
 }
 
 #[test]
+fn the_broker_exercise_over_curve_serves_its_keys_and_refuses_an_unknown_one() {
+    let Some(_engine) = engine() else { return };
+    // The files side by side with a keys/ of the test's own, as a student
+    // has them after the commands of docker-compose.curve.yml's header.
+    let dir = TempDir::new(&format!("zr{}-curve", std::process::id()));
+    let repository = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for file in [BROKER, CURVE] {
+        std::fs::copy(repository.join(file), dir.0.join(file)).unwrap();
+    }
+    let keys = dir.0.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    // SAFETY: getuid and getgid only read the process's ids.
+    let user = unsafe { format!("{}:{}", libc::getuid(), libc::getgid()) };
+    for name in ["broker", "worker", "client", "mallory"] {
+        ok(
+            Command::new("docker")
+                .args(["run", "--rm", "--user", &user, "-v"])
+                .arg(format!("{}:/keys", keys.display()))
+                .args([&image(), "curve_keygen", &format!("/keys/{name}")]),
+            COMMAND_TIMEOUT,
+        );
+    }
+    let public = |name: &str| std::fs::read_to_string(keys.join(format!("{name}.pub"))).unwrap();
+    std::fs::write(
+        keys.join("clients.txt"),
+        public("worker") + &public("client"),
+    )
+    .unwrap();
+
+    let mut stack = Stack::with(
+        dir.0.join(BROKER),
+        format!("zr{}-curve", std::process::id()),
+        true,
+        &[("KEYS_USER", &user), ("COUNT", "3"), ("INTERVAL_MS", "50")],
+    );
+    stack.more_files.push(dir.0.join(CURVE));
+    stack.compose(&["up", "-d"]);
+    let client = stack.wait_for("client", 1, EXITED).remove(0);
+    let log = logs(&client.id);
+    assert_eq!(client.exit_code, 0, "{log}");
+    assert_eq!(replies_in(&log), 3, "{log}");
+    assert!(log.contains("CURVE client, public key"), "{log}");
+    let client_key = public("client");
+    assert!(
+        stack
+            .wait_log("broker", "as CURVE client", 2)
+            .iter()
+            .any(|line| line.contains(client_key.trim())),
+        "{}",
+        stack.logs()
+    );
+
+    // A client with a key the broker does not list: refused, and both say so.
+    let mallory = keys.join("mallory.key");
+    let refused = run(
+        &mut stack.command(&[
+            "run",
+            "--rm",
+            "--no-deps",
+            "-v",
+            &format!("{}:/run/secrets/mallory_key:ro", mallory.display()),
+            "-e",
+            "CURVE_SECRET_KEY_FILE=/run/secrets/mallory_key",
+            "-e",
+            "COUNT=1",
+            "-e",
+            "RETRIES=0",
+            "client",
+        ]),
+        COMMAND_TIMEOUT,
+    );
+    let said = text(&refused.stdout) + &text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{said}");
+    assert!(said.contains("refused us (ZAP status 400)"), "{said}");
+    assert_eq!(replies_in(&said), 0, "{said}");
+    stack.wait_log("broker", "not in --curve-clients", 1);
+}
+
+#[test]
 fn the_broker_file_stays_one_that_docker_stack_deploy_accepts() {
     // `docker stack config` validates a file against the schema of `docker
     // stack deploy` (no `name:`, `pull_policy`, `host_ip`...), on the client
@@ -861,6 +965,30 @@ fn the_broker_file_stays_one_that_docker_stack_deploy_accepts() {
     let config = ok(&mut command, COMMAND_TIMEOUT);
     for service in ["broker:", "worker:", "client:"] {
         assert!(config.contains(service), "{config}");
+    }
+
+    // With the second file, its host-mode ports replace the first file's
+    // (merged by published port), at the same FRONTEND_PORT/BACKEND_PORT.
+    let mut command = Command::new("docker");
+    command
+        .args(["stack", "config", "-c"])
+        .arg(&file)
+        .arg("-c")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(SWARM_HOST));
+    for name in SETTINGS.iter().chain(PASSED_THROUGH) {
+        command.env_remove(name);
+    }
+    command.envs([
+        ("ENDPOINT_MODE", "dnsrr"),
+        ("FRONTEND_PORT", "40001"),
+        ("BACKEND_PORT", "40002"),
+    ]);
+    let config = ok(&mut command, COMMAND_TIMEOUT);
+    assert!(config.contains("endpoint_mode: dnsrr"), "{config}");
+    assert_eq!(config.matches("mode: host").count(), 2, "{config}");
+    assert!(!config.contains("mode: ingress"), "{config}");
+    for port in ["published: 40001", "published: 40002"] {
+        assert!(config.contains(port), "{config}");
     }
 }
 
@@ -1016,4 +1144,505 @@ fn failover_kill_broker1_while_the_clients_run_then_start_it_again() {
         assert_eq!(reply_numbers(&log), (1..=40).collect::<Vec<u64>>(), "{log}");
     }
     eprintln!("replies at the kill: {at_kill:?}");
+}
+
+// --- Docker Swarm ----------------------------------------------------------
+
+/// Fails the test under REQUIRE_DOCKER=1; otherwise notes that it was skipped.
+fn required(why: &str) {
+    if std::env::var("REQUIRE_DOCKER").as_deref() == Ok("1") {
+        panic!("REQUIRE_DOCKER=1 but {why}");
+    }
+    skipped(why);
+}
+
+/// This engine as a one-node swarm manager. Leaves the swarm when dropped
+/// if, and only if, it was created here, and no other stack runs on it
+/// (another checkout's test may have found it and deployed since).
+struct Swarm {
+    created: bool,
+    /// Whether the bridge that Swarm creates for its containers' way out
+    /// was there before: `swarm leave` keeps it, so the test removes it.
+    had_gwbridge: bool,
+}
+
+impl Swarm {
+    fn state() -> String {
+        ok(
+            Command::new("docker").args([
+                "info",
+                "--format",
+                "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}} {{.Swarm.Nodes}}",
+            ]),
+            COMMAND_TIMEOUT,
+        )
+        .trim()
+        .to_string()
+    }
+
+    fn join() -> Option<Swarm> {
+        let mut state = Swarm::state();
+        let had_gwbridge = run(
+            Command::new("docker").args(["network", "inspect", "docker_gwbridge"]),
+            COMMAND_TIMEOUT,
+        )
+        .status
+        .success();
+        let mut created = false;
+        let mut init_error = String::new();
+        if state.starts_with("inactive") {
+            let init = run(
+                Command::new("docker").args(["swarm", "init", "--advertise-addr", "127.0.0.1"]),
+                COMMAND_TIMEOUT,
+            );
+            // Another test may have made it a swarm in the meantime.
+            created = init.status.success();
+            init_error = text(&init.stderr);
+            state = Swarm::state();
+        }
+        if state != "active true 1" {
+            required(&format!(
+                "this engine is not the manager of a one-node swarm (\"{state}\": \
+                 node state, manager, nodes); the Swarm test needs one, or none {init_error}"
+            ));
+            return None;
+        }
+        Some(Swarm {
+            created,
+            had_gwbridge,
+        })
+    }
+}
+
+impl Drop for Swarm {
+    fn drop(&mut self) {
+        if !self.created {
+            return;
+        }
+        let stacks = run(
+            Command::new("docker").args(["stack", "ls", "--format", "{{.Name}}"]),
+            COMMAND_TIMEOUT,
+        );
+        let others = String::from_utf8_lossy(&stacks.stdout).trim().to_string();
+        if !others.is_empty() {
+            eprintln!("not leaving the swarm this test created: stacks still on it: {others}");
+            return;
+        }
+        let leave = run(
+            Command::new("docker").args(["swarm", "leave", "--force"]),
+            COMMAND_TIMEOUT,
+        );
+        if !leave.status.success() {
+            eprintln!(
+                "docker swarm leave failed: {}",
+                String::from_utf8_lossy(&leave.stderr)
+            );
+        } else if !self.had_gwbridge {
+            let _ = run(
+                Command::new("docker").args(["network", "rm", "docker_gwbridge"]),
+                COMMAND_TIMEOUT,
+            );
+        }
+    }
+}
+
+/// The major version of the docker CLI (20 for "20.10.24+dfsg1").
+fn cli_major() -> u32 {
+    let version = ok(
+        Command::new("docker").args(["version", "--format", "{{.Client.Version}}"]),
+        COMMAND_TIMEOUT,
+    );
+    version
+        .trim()
+        .split('.')
+        .next()
+        .and_then(|major| major.parse().ok())
+        .unwrap_or_else(|| panic!("docker CLI version {version:?}"))
+}
+
+/// A task of a Swarm service, from `docker inspect --type task`.
+#[derive(Debug)]
+struct Task {
+    slot: u32,
+    /// running, complete, failed, starting (not healthy yet)...
+    state: String,
+    /// The container's exit code; `None` while it has not exited.
+    exit_code: Option<i32>,
+    container: String,
+    error: String,
+}
+
+impl Task {
+    fn ended(&self) -> bool {
+        ["complete", "failed", "rejected", "shutdown", "orphaned"].contains(&self.state.as_str())
+    }
+
+    /// Running: for a service with a healthcheck, also healthy.
+    fn running(&self) -> bool {
+        self.state == "running"
+    }
+
+    /// The replica's name in its log lines: its hostname, the container's
+    /// short id.
+    fn name(&self) -> &str {
+        &self.container[..self.container.len().min(12)]
+    }
+}
+
+/// One `docker stack deploy` of the broker file with its host-mode second
+/// file, removed (networks included) when dropped.
+struct SwarmStack {
+    name: String,
+    files: Vec<PathBuf>,
+    env: BTreeMap<String, String>,
+    /// Copies of the files with a `version:` line, for a CLI older than 23.
+    _copies: Option<TempDir>,
+}
+
+impl SwarmStack {
+    fn new(test: &str, env: &[(&str, &str)]) -> SwarmStack {
+        let name = format!("zr{}-{test}", std::process::id());
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files: Vec<PathBuf> = [BROKER, SWARM_HOST].iter().map(|f| root.join(f)).collect();
+        // Docker CLI 20.10 reads no Compose file without `version:`, which
+        // the files leave out because compose warns about it (see the
+        // broker file's header, which tells the students the same).
+        let copies = (cli_major() < 23).then(|| {
+            let dir = TempDir::new(&format!("{name}-files"));
+            for file in &mut files {
+                let text = std::fs::read_to_string(&*file).unwrap();
+                let copy = dir.0.join(file.file_name().unwrap());
+                std::fs::write(&copy, format!("version: \"3.8\"\n{text}")).unwrap();
+                *file = copy;
+            }
+            eprintln!("docker CLI older than 23.0: deploying copies with `version: \"3.8\"`");
+            dir
+        });
+        let mut vars: BTreeMap<String, String> = [
+            ("IMAGE", image()),
+            ("FRONTEND_PORT", free_port().to_string()),
+            ("BACKEND_PORT", free_port().to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        SwarmStack {
+            name,
+            files,
+            env: vars,
+            _copies: copies,
+        }
+    }
+
+    fn service(&self, service: &str) -> String {
+        format!("{}_{service}", self.name)
+    }
+
+    /// `docker stack deploy`, with the stack's variables and no others.
+    fn deploy(&self) {
+        let mut command = Command::new("docker");
+        // The image is this checkout's, on this node only: no registry to
+        // ask for its digest.
+        command.args(["stack", "deploy", "--resolve-image", "never"]);
+        for file in &self.files {
+            command.arg("-c").arg(file);
+        }
+        command.arg(&self.name);
+        for name in SETTINGS.iter().chain(PASSED_THROUGH) {
+            command.env_remove(name);
+        }
+        command.envs(&self.env);
+        ok(&mut command, COMMAND_TIMEOUT);
+    }
+
+    /// `docker service scale -d`: without -d the command would wait for
+    /// every replica to be running, which a finished client never is again.
+    fn scale(&self, service: &str, replicas: usize) {
+        ok(
+            Command::new("docker").args([
+                "service",
+                "scale",
+                "-d",
+                &format!("{}={replicas}", self.service(service)),
+            ]),
+            COMMAND_TIMEOUT,
+        );
+    }
+
+    fn inspect(&self, service: &str, format: &str) -> serde_json::Value {
+        let text = ok(
+            Command::new("docker").args([
+                "service",
+                "inspect",
+                "--format",
+                format,
+                &self.service(service),
+            ]),
+            COMMAND_TIMEOUT,
+        );
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+
+    /// Every task of a service, past ones included.
+    fn tasks(&self, service: &str) -> Vec<Task> {
+        let ids = ok(
+            Command::new("docker").args([
+                "service",
+                "ps",
+                "--quiet",
+                "--no-trunc",
+                &self.service(service),
+            ]),
+            COMMAND_TIMEOUT,
+        );
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if ids.is_empty() {
+            return Vec::new();
+        }
+        ok(
+            Command::new("docker")
+                .args([
+                    "inspect",
+                    "--type",
+                    "task",
+                    "--format",
+                    "{{.Slot}} {{.Status.State}} {{with .Status.ContainerStatus}}{{.ExitCode}} \
+                     {{.ContainerID}}{{else}}- -{{end}} {{.Status.Err}}",
+                ])
+                .args(&ids),
+            COMMAND_TIMEOUT,
+        )
+        .lines()
+        .map(|line| {
+            let mut words = line.splitn(5, ' ');
+            let mut next = || words.next().unwrap_or_default().to_string();
+            let (slot, state, exit_code, container, error) =
+                (next(), next(), next(), next(), next());
+            Task {
+                slot: slot.parse().unwrap_or_else(|_| panic!("task {line:?}")),
+                state,
+                exit_code: exit_code.parse().ok(),
+                container: if container == "-" {
+                    String::new()
+                } else {
+                    container
+                },
+                error,
+            }
+        })
+        .collect()
+    }
+
+    /// Waits until `count` tasks of `service` are as wanted; returns them all.
+    fn wait_tasks(&self, service: &str, count: usize, want: fn(&Task) -> bool) -> Vec<Task> {
+        let deadline = Instant::now() + STACK_TIMEOUT;
+        loop {
+            let tasks = self.tasks(service);
+            if tasks.iter().filter(|t| want(t)).count() >= count {
+                return tasks;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{service}: not {count} tasks as wanted after {STACK_TIMEOUT:?}: {tasks:#?}\n{}",
+                self.logs("broker") + &self.logs("worker") + &self.logs("client")
+            );
+            thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// What the replicas of a service printed, stdout and stderr.
+    fn logs(&self, service: &str) -> String {
+        let output = run(
+            Command::new("docker").args(["service", "logs", "--raw", &self.service(service)]),
+            COMMAND_TIMEOUT,
+        );
+        text(&output.stdout) + &text(&output.stderr)
+    }
+
+    /// The stack's networks and containers, which `docker stack rm` removes
+    /// in the background.
+    fn leftovers(&self) -> Vec<String> {
+        let label = format!("label=com.docker.stack.namespace={}", self.name);
+        let mut found = Vec::new();
+        for kind in ["network", "container"] {
+            let output = run(
+                Command::new("docker").args([kind, "ls", "--all", "--quiet", "--filter", &label]),
+                COMMAND_TIMEOUT,
+            );
+            found.extend(
+                text(&output.stdout)
+                    .split_whitespace()
+                    .map(|id| format!("{kind} {id}")),
+            );
+        }
+        found
+    }
+}
+
+impl Drop for SwarmStack {
+    fn drop(&mut self) {
+        let started = Instant::now();
+        let rm = run(
+            Command::new("docker").args(["stack", "rm", &self.name]),
+            COMMAND_TIMEOUT,
+        );
+        if !rm.status.success() {
+            eprintln!(
+                "docker stack rm {} failed: {}",
+                self.name,
+                String::from_utf8_lossy(&rm.stderr)
+            );
+        }
+        let deadline = Instant::now() + STACK_TIMEOUT;
+        loop {
+            let left = self.leftovers();
+            if left.is_empty() {
+                eprintln!("stack {} removed in {:?}", self.name, started.elapsed());
+                return;
+            }
+            if Instant::now() >= deadline {
+                eprintln!(
+                    "stack {} still has after {STACK_TIMEOUT:?}: {left:?}",
+                    self.name
+                );
+                return;
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// The lines of a log that a replica named `name` printed for `role`.
+fn lines_of<'a>(log: &'a str, role: &str, name: &str) -> Vec<&'a str> {
+    let tag = format!("{role}[{name}]");
+    log.lines().filter(|line| line.contains(&tag)).collect()
+}
+
+#[test]
+fn swarm_stack_scales_and_every_client_gets_every_reply_and_ends_once() {
+    let Some(_engine) = engine() else { return };
+    // Declared before the stack, so dropped after it: the stack is gone
+    // before the swarm is left.
+    let Some(_swarm) = Swarm::join() else { return };
+    const COUNT: usize = 5;
+    // DNS round robin and host-mode ports: this kernel has no IPVS, which
+    // Swarm's virtual IPs and routing mesh need. A generous client timeout:
+    // the first clients may start before any worker has connected, and
+    // their requests wait in the broker until one does.
+    let stack = SwarmStack::new(
+        "swarm",
+        &[
+            ("ENDPOINT_MODE", "dnsrr"),
+            ("WORKERS", "2"),
+            ("CLIENTS", "2"),
+            ("COUNT", &COUNT.to_string()),
+            ("INTERVAL_MS", "20"),
+            ("TIMEOUT_MS", "10000"),
+        ],
+    );
+    let started = Instant::now();
+    stack.deploy();
+    let deployed = started.elapsed();
+
+    // Both files and both variables reached Swarm: dnsrr, the second file's
+    // host-mode ports on the free ports, and clients that are not restarted.
+    let endpoint = stack.inspect("broker", "{{json .Spec.EndpointSpec}}");
+    assert_eq!(endpoint["Mode"], "dnsrr", "{endpoint}");
+    let mut ports: Vec<(u64, u64, &str)> = endpoint["Ports"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no ports: {endpoint}"))
+        .iter()
+        .map(|p| {
+            (
+                p["TargetPort"].as_u64().unwrap(),
+                p["PublishedPort"].as_u64().unwrap(),
+                p["PublishMode"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    ports.sort();
+    let port = |name: &str| stack.env[name].parse::<u64>().unwrap();
+    assert_eq!(
+        ports,
+        [
+            (5555, port("FRONTEND_PORT"), "host"),
+            (5556, port("BACKEND_PORT"), "host")
+        ],
+        "{endpoint}"
+    );
+    let restart = stack.inspect("client", "{{json .Spec.TaskTemplate.RestartPolicy}}");
+    assert_eq!(restart["Condition"], "none", "{restart}");
+
+    // WORKERS=2: two workers, healthy (connected to the broker's backend).
+    stack.wait_tasks("worker", 2, Task::running);
+    let workers_up = started.elapsed();
+    stack.wait_tasks("client", 2, Task::ended);
+    let answered = started.elapsed();
+    // The broker's frontend, published by its node, answers the host.
+    ask(&format!("tcp://127.0.0.1:{}", stack.env["FRONTEND_PORT"]));
+
+    // docker service scale: a third worker, then two more clients.
+    stack.scale("worker", 3);
+    stack.wait_tasks("worker", 3, Task::running);
+    stack.scale("client", 4);
+    let clients = stack.wait_tasks("client", 4, Task::ended);
+
+    // Four clients, one task each: none was started again after it ended,
+    // and each ended with exit code 0 after all its replies.
+    let log = stack.logs("client");
+    let slots: BTreeSet<u32> = clients.iter().map(|t| t.slot).collect();
+    assert_eq!(clients.len(), 4, "{clients:#?}\n{log}");
+    assert_eq!(slots, BTreeSet::from([1, 2, 3, 4]), "{clients:#?}");
+    for client in &clients {
+        let lines = lines_of(&log, "broker_client", client.name());
+        assert_eq!(
+            (client.state.as_str(), client.exit_code),
+            ("complete", Some(0)),
+            "{client:?} (task error: {:?})\n{}",
+            client.error,
+            lines.join("\n")
+        );
+        let replies = lines
+            .iter()
+            .filter(|l| l.contains(" got b\"World\""))
+            .count();
+        assert_eq!(replies, COUNT, "{client:?}\n{}", lines.join("\n"));
+        let done = format!("done: {COUNT} replies to {COUNT} requests");
+        assert!(
+            lines.iter().any(|l| l.contains(&done)),
+            "{client:?}\n{}",
+            lines.join("\n")
+        );
+    }
+
+    // The broker spread the requests over the three workers: the last two
+    // clients' ten requests go round robin over all of them.
+    let log = stack.logs("worker");
+    let workers: Vec<Task> = stack
+        .tasks("worker")
+        .into_iter()
+        .filter(Task::running)
+        .collect();
+    let served: Vec<usize> = workers
+        .iter()
+        .map(|w| {
+            lines_of(&log, "worker", w.name())
+                .iter()
+                .filter(|l| l.contains(" request b\"Hello\""))
+                .count()
+        })
+        .collect();
+    assert_eq!(workers.len(), 3, "{workers:#?}");
+    assert!(
+        served.iter().sum::<usize>() >= 4 * COUNT,
+        "{served:?}\n{log}"
+    );
+    assert!(served.iter().all(|&n| n > 0), "{served:?}\n{log}");
+    eprintln!(
+        "swarm: `docker stack deploy` returned in {deployed:?}; 2 workers running (healthy) \
+         after {workers_up:?}; 2 clients done ({} replies) after {answered:?}; requests per \
+         worker in the end: {served:?}",
+        2 * COUNT
+    );
 }

@@ -55,6 +55,7 @@ use tracing::warn;
 
 use crate::LINGER_MS;
 use crate::plumbing::cli::LimitArgs;
+use crate::plumbing::keepalive;
 use crate::plumbing::monitor::{self, Watch};
 
 /// Pending connections a listening socket queues (ZMQ_BACKLOG). libzmq's
@@ -95,8 +96,9 @@ pub struct Listener {
     kind: &'static str,
 }
 
-/// Sets the options a listening socket needs before `bind`, and starts the
-/// monitor that logs the peers libzmq refuses. `kind` names the socket in
+/// Sets the options a listening socket needs before `bind` (ZMTP
+/// heartbeats among them), and starts the monitor that logs the peers
+/// libzmq refuses or drops. `kind` names the socket in
 /// the log ("REP", "frontend", "backend").
 pub fn harden(
     ctx: &zmq::Context,
@@ -121,6 +123,7 @@ pub fn harden_with_hint(
     socket.set_maxmsgsize(limits.as_maxmsgsize())?; // refuse oversize frames
     socket.set_rcvhwm(LISTEN_HWM)?; // bounded memory per peer (module header)
     socket.set_sndhwm(LISTEN_HWM)?;
+    keepalive::enable(&socket)?; // drop silent peers; peers drop us if we go silent
     let watch =
         monitor::watch_with_hint(ctx, &socket, kind, limits.max_message_bytes, refused_hint)?;
     Ok(Listener {

@@ -7,8 +7,9 @@
 //! |---|---|
 //! | [`cli`] | command-line options shared by several roles, each with its environment variable |
 //! | [`endpoint`] | checks `--bind`/`--connect` values before libzmq sees them |
-//! | [`listener`] | hardening of a socket that binds, in one call: limits, high-water marks, linger, the monitor; closing it in order |
-//! | [`monitor`] | logs the peers libzmq refuses (bad handshakes, oversize frames) |
+//! | [`listener`] | hardening of a socket that binds, in one call: limits, high-water marks, linger, heartbeats, the monitor; closing it in order |
+//! | [`keepalive`] | ZMTP heartbeats: no connection idle long enough to be forgotten, dead peers noticed |
+//! | [`monitor`] | logs the peers libzmq refuses or drops (bad handshakes, oversize frames, silent peers) |
 //! | [`connection`] | what becomes of a connecting socket's connection: up, refused, lost |
 //! | [`logging`] | one log line per event, naming the role and the replica |
 //! | [`output`] | buffered stdout/stderr, flushed every 100 ms and at exit, never waiting for a reader |
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod connection;
 pub mod endpoint;
 pub mod exit;
+pub mod keepalive;
 pub mod limits;
 pub mod listener;
 pub mod logging;

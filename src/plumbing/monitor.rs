@@ -19,7 +19,7 @@
 //!
 //! | who closed | handshake over? | what it was | logged as |
 //! |---|---|---|---|
-//! | libzmq | yes | a frame over the size limit, or a malformed frame | warning |
+//! | libzmq | yes | a frame over the size limit, a malformed frame, or a silent peer (heartbeats) | warning |
 //! | libzmq | no | not ZMTP, or a socket type that cannot talk to this one | warning |
 //! | the peer | no | an incompatible ZeroMQ socket refusing us, or a port scan | warning |
 //! | the peer | yes | a normal goodbye | info |
@@ -328,11 +328,13 @@ impl Watcher {
             self.take_hint()
         };
         match (cut_by_libzmq, greeted) {
-            // After the handshake, libzmq only checks frames: their syntax
-            // and ZMQ_MAXMSGSIZE.
+            // After the handshake, libzmq only checks frames (their syntax
+            // and ZMQ_MAXMSGSIZE) and, with heartbeats on, that the peer
+            // answers them (src/plumbing/keepalive.rs).
             (true, true) => warn!(
                 "{kind}: dropped {address} after its handshake: a frame over \
-                 --max-message-bytes ({} bytes), or a malformed frame",
+                 --max-message-bytes ({} bytes), a malformed frame, or silence after \
+                 a heartbeat (a frozen or unreachable peer)",
                 self.max_message_bytes
             ),
             (true, false) => warn!(

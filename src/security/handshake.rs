@@ -25,11 +25,22 @@
 //! [`protocol_error`] names libzmq's ZMTP and ZAP protocol error codes, for
 //! any monitor that reports them.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
+
+/// Set once a server refused one of this process's sockets with a reason
+/// (a ZAP status, a mechanism mismatch): libzmq then gives up on that
+/// connection, so "is the server running?" would be the wrong question.
+static REFUSED: AtomicBool = AtomicBool::new(false);
+
+/// Whether a server refused one of this process's watched sockets with a
+/// reason, which [`watch`] has logged.
+pub fn refused() -> bool {
+    REFUSED.load(Ordering::Relaxed)
+}
 
 /// Which mechanism our side of a connection uses: the hint depends on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,6 +152,10 @@ impl Reporter {
                     }
                 }
                 _ => {
+                    if kind != EVENT_HANDSHAKE_FAILED_NO_DETAIL {
+                        // An ERROR from the server: a refusal, not a hang-up.
+                        REFUSED.store(true, Ordering::Relaxed);
+                    }
                     if let Some(why) = explain(kind, value, self.ours) {
                         self.report(format!("{endpoint} {why}"), Instant::now());
                     }
