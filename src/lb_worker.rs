@@ -505,8 +505,11 @@ impl Broker {
     /// holds a request from this broker, so it is not idle.
     fn tick(&mut self, now: Instant, holding: bool) -> anyhow::Result<()> {
         let expiry = protocol::expiry(self.heartbeat);
-        if now.duration_since(std::mem::replace(&mut self.last_tick, now)) > expiry {
-            // Silent that long, this worker may have been forgotten.
+        // Stopped or starved for more than two intervals: its last message
+        // may have left up to an interval before, so the broker may have
+        // heard nothing for three, and forgotten this worker.
+        let forgotten_after = self.heartbeat * (protocol::MISSED_HEARTBEATS - 1);
+        if now.duration_since(std::mem::replace(&mut self.last_tick, now)) > forgotten_after {
             self.owes_ready = true;
         }
         let up = self.watch.is_up();

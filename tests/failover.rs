@@ -224,6 +224,43 @@ fn lb_worker_drops_the_queued_request_of_a_broker_that_died_meanwhile() {
 }
 
 #[test]
+fn lb_worker_paused_for_less_than_three_heartbeats_still_announces_itself_again() {
+    // A broker forgets a worker it has not heard from for 3 heartbeats,
+    // counted from the worker's last message, which may have left up to a
+    // heartbeat before the worker was stopped: a pause of 2.5 heartbeats
+    // can be enough. (Seen: a worker resumed just after the broker expired
+    // it, and stayed nameless there for good.)
+    let ctx = zmq::Context::new();
+    let (broker, endpoint) = fake_broker(&ctx, "tcp://127.0.0.1:*");
+    let mut worker = lb_worker(&[&endpoint], "w", "200", &[]);
+    let id = next_message(&broker)[0].clone();
+    // Heartbeats both ways for a while, as a broker's, so that the worker
+    // finds nothing amiss before or after its pause...
+    let before = messages_within(&[(&broker, &id)], Duration::from_millis(600)).remove(0);
+    assert!(before.is_empty(), "{before:?}");
+    // ...which comes right after one of its heartbeats: 2.5 heartbeats, so
+    // that the broker hears nothing for 2.5 to 3.5.
+    let mut next = broker.recv_multipart(0).expect("a heartbeat");
+    for _ in 0..100 {
+        if next[1..] == [vec![HEARTBEAT]] {
+            break;
+        }
+        next = broker.recv_multipart(0).expect("a heartbeat");
+    }
+    assert_eq!(next[1..], [vec![HEARTBEAT]]);
+    worker.signal(libc::SIGSTOP);
+    let during = messages_within(&[(&broker, &id)], Duration::from_millis(500)).remove(0);
+    worker.signal(libc::SIGCONT);
+    assert!(during.is_empty(), "{during:?}");
+    let got = messages_within(&[(&broker, &id)], Duration::from_millis(1000)).remove(0);
+    assert!(
+        got.iter()
+            .any(|frames| frames[1..] == [vec![READY], b"w".to_vec()]),
+        "no READY after the pause: {got:?}"
+    );
+}
+
+#[test]
 fn plain_worker_serves_two_brokers_each_reply_on_its_own_connection() {
     let ctx = zmq::Context::new();
     // Two DEALER backends, as two proxy brokers have.
