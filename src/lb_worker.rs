@@ -36,9 +36,34 @@
 //! request that arrives while the worker is busy (a broker that restarted
 //! and took the worker for idle) is queued behind the current one.
 //!
-//! What the worker knows of its broker (socket, liveness, READY owed) lives
-//! in one `Broker` value, so that a worker serving two brokers would hold
-//! two of them, each with its own socket, READY, heartbeats and liveness.
+//! ## Several brokers
+//!
+//! With several `--connect` endpoints (two brokers side by side, so that
+//! neither is a single point of failure) the worker opens one DEALER per
+//! broker and speaks the protocol to each on its own: each broker has its
+//! own READY, heartbeats, liveness and back-off, held in one `Broker`
+//! value, and the log lines about a broker name its endpoint. The brokers
+//! know nothing of each other.
+//!
+//! Each broker counts the worker idle once it has had the reply to its own
+//! last request, so two brokers may hand it a request at the same time.
+//! The second one is queued and served next, in the order they came: a
+//! broker sends no more until it has its reply, so at most one request per
+//! other broker waits. Nothing is lost or answered twice; the price is that
+//! the second request waits for the first one's work (`--work-ms`) while
+//! another worker may be idle. Refusing it instead would need a "busy"
+//! message that the protocol does not have.
+//!
+//! A reply goes back over the very connection its request came in on. If
+//! that connection has closed since (its broker was killed or restarted,
+//! and a new broker process knows nothing of the request), the reply is
+//! not sent, and a request still queued from it is not worked on: the
+//! client resends it after its timeout, and the resend reaches the other
+//! broker. The sockets have ZMQ_IMMEDIATE for the same reason: libzmq then
+//! queues nothing for a broker while no connection to it is up (a send
+//! fails at once, instead of waiting for whichever broker process listens
+//! at that address next), and throws away what arrived on a connection
+//! that broke before it was read.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -58,15 +83,15 @@ use crate::plumbing::shutdown::{CHECK_INTERVAL_MS, Shutdown};
 use crate::protocol::{self, Backoff, Frames, HEARTBEAT, READY};
 use crate::security::credentials::{self, explain_refusal};
 
-/// Requests that may wait while the worker is busy; a correct broker sends
-/// at most one more.
+/// Requests from one broker that may wait while the worker is busy; a
+/// correct broker sends at most one more.
 const MAX_QUEUED: usize = 8;
 
 /// What the worker needs to know.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// The broker's backend (`--connect`).
-    pub endpoint: String,
+    /// The brokers' backends (`--connect`), one DEALER each.
+    pub endpoints: Vec<String>,
     /// Announced in READY, so the broker's log names the worker.
     pub name: String,
     /// What to answer.
@@ -77,37 +102,54 @@ pub struct Settings {
     pub heartbeat: Duration,
 }
 
-/// A request being worked on: its frames, and when the work is done.
-struct Job {
+/// A request, and where it came from.
+struct Request {
     frames: Vec<Vec<u8>>,
-    done_at: Instant,
+    /// Which broker (its index in [`Settings::endpoints`]).
+    broker: usize,
+    /// Which of that broker's connections (see `Broker::connection`).
+    connection: u64,
 }
 
-impl Job {
+impl Request {
     fn client(&self) -> String {
         self.frames.first().map_or_else(String::new, |id| hex(id))
     }
 }
 
-/// Serves requests from the broker until a stop is asked for; returns how
-/// many replies it sent.
+/// A request being worked on, and when the work is done.
+struct Job {
+    request: Request,
+    done_at: Instant,
+}
+
+/// Serves requests from every broker until a stop is asked for; returns
+/// how many replies it sent.
 pub fn run(
     ctx: &zmq::Context,
     settings: &Settings,
     faults: &Faults,
     shutdown: &Shutdown,
 ) -> anyhow::Result<u64> {
-    let mut broker = Broker::connect(ctx, settings)?;
+    anyhow::ensure!(!settings.endpoints.is_empty(), "no broker to connect to");
+    let mut brokers = settings
+        .endpoints
+        .iter()
+        .map(|endpoint| Broker::connect(ctx, endpoint, settings))
+        .collect::<anyhow::Result<Vec<Broker>>>()?;
+    // With one broker, the log lines need not say which.
+    let several = brokers.len() > 1;
     let mut job: Option<Job> = None;
-    let mut queued: VecDeque<Vec<Vec<u8>>> = VecDeque::new();
+    let mut queued: VecDeque<Request> = VecDeque::new();
     let mut replies = 0u64;
     let mut dropped_while_busy = 0u64;
 
     'serving: while !shutdown.requested() {
         let now = Instant::now();
-        let wake = job.as_ref().map_or(broker.next_wake(), |job| {
-            job.done_at.min(broker.next_wake())
-        });
+        let mut wake = brokers.iter().map(Broker::next_wake).min().unwrap_or(now);
+        if let Some(job) = &job {
+            wake = wake.min(job.done_at);
+        }
         // Rounded up: rounded down, the last fraction of a millisecond of
         // work would be spent polling in a busy loop.
         let timeout = wake
@@ -115,42 +157,77 @@ pub fn run(
             .as_micros()
             .div_ceil(1000)
             .min(CHECK_INTERVAL_MS as u128) as i64;
-        let mut items = [
-            broker.socket.as_poll_item(zmq::POLLIN),
-            broker.watch.socket().as_poll_item(zmq::POLLIN),
-        ];
+        let mut items: Vec<zmq::PollItem> = brokers
+            .iter()
+            .flat_map(|broker| {
+                [
+                    broker.socket.as_poll_item(zmq::POLLIN),
+                    broker.watch.socket().as_poll_item(zmq::POLLIN),
+                ]
+            })
+            .collect();
         match zmq::poll(&mut items, timeout) {
             Ok(_) | Err(zmq::Error::EINTR) => {}
             Err(error) => return Err(error.into()),
         }
-        let (readable, changed) = (items[0].is_readable(), items[1].is_readable());
-        if changed {
+        let readable: Vec<bool> = items.chunks(2).map(|pair| pair[0].is_readable()).collect();
+        drop(items);
+
+        for (index, is_readable) in readable.into_iter().enumerate() {
+            let broker = &mut brokers[index];
+            // Its connection's news first, every time, right before its
+            // requests: a connection is reported lost before anything can
+            // come on the next one, so each request is stamped with the
+            // connection it came on. (Should a reconnection fall in the
+            // instant between the two, a request may be stamped wrongly: its
+            // reply is then not sent, or reaches a broker that drops it, and
+            // the client resends, as for any lost reply.)
             broker.connection_changed();
-        }
-        if readable {
+            if !is_readable {
+                continue;
+            }
+            let connection = broker.connection;
             for frames in broker.receive()? {
-                if job.is_none() {
-                    job = Some(start(frames, settings));
+                let request = Request {
+                    frames,
+                    broker: index,
+                    connection,
+                };
+                let Some(busy) = &job else {
+                    job = Some(start(request, settings, several.then_some(&brokers)));
                     if faults.hang_if_due(replies, shutdown) {
                         break 'serving;
                     }
-                } else if queued.len() < MAX_QUEUED {
-                    info!(
-                        "request from client {} arrived while busy (the broker took this worker \
-                         for idle: did it restart?); queued",
-                        frames.first().map_or_else(String::new, |id| hex(id))
-                    );
-                    queued.push_back(frames);
-                } else {
+                    continue;
+                };
+                if queued.iter().filter(|r| r.broker == index).count() >= MAX_QUEUED {
                     dropped_while_busy += 1;
                     if dropped_while_busy == 1 {
                         warn!(
-                            "request from client {} dropped: {} already queued while busy \
-                             (more are only counted)",
-                            frames.first().map_or_else(String::new, |id| hex(id)),
-                            Count::new(MAX_QUEUED as u64, "request")
+                            "request from client {} dropped: {} from {} already queued while \
+                             busy (more are only counted)",
+                            request.client(),
+                            Count::new(MAX_QUEUED as u64, "request"),
+                            brokers[index].endpoint
                         );
                     }
+                } else if busy.request.broker == index {
+                    info!(
+                        "request from client {} arrived while busy with one from the same \
+                         broker{} (it took this worker for idle: did it restart?); queued",
+                        request.client(),
+                        via(several, &brokers[index])
+                    );
+                    queued.push_back(request);
+                } else {
+                    info!(
+                        "request from client {}{} arrived while busy with one{}; queued, \
+                         next in line",
+                        request.client(),
+                        via(true, &brokers[index]),
+                        via(true, &brokers[busy.request.broker])
+                    );
+                    queued.push_back(request);
                 }
             }
         }
@@ -158,29 +235,52 @@ pub fn run(
         let now = Instant::now();
         if job.as_ref().is_some_and(|job| now >= job.done_at) && !shutdown.requested() {
             if let Some(done) = job.take() {
-                broker.send_reply(&done.frames, settings)?;
-                replies += 1;
-                faults.crash_if_due(replies)?;
-            }
-            if let Some(frames) = queued.pop_front() {
-                job = Some(start(frames, settings));
-                if faults.hang_if_due(replies, shutdown) {
-                    break;
+                if brokers[done.request.broker].send_reply(&done.request, settings)? {
+                    replies += 1;
+                    faults.crash_if_due(replies)?;
                 }
-            } else if dropped_while_busy > 0 {
+            }
+            while let Some(request) = queued.pop_front() {
+                let broker = &brokers[request.broker];
+                if request.connection != broker.connection {
+                    info!(
+                        "request from client {} not served: the connection to the broker at \
+                         {} it came on has closed since (the client resends it)",
+                        request.client(),
+                        broker.endpoint
+                    );
+                    continue;
+                }
+                job = Some(start(request, settings, several.then_some(&brokers)));
+                if faults.hang_if_due(replies, shutdown) {
+                    break 'serving;
+                }
+                break;
+            }
+            if job.is_none() && dropped_while_busy > 0 {
                 warn!(
                     "{} dropped while busy, the queue full",
                     Count::new(std::mem::take(&mut dropped_while_busy), "request")
                 );
             }
         }
-        broker.tick(now, job.is_some())?;
+        for (index, broker) in brokers.iter_mut().enumerate() {
+            // READY means idle: never while a request from this broker, on
+            // its current connection, is in hand or waiting. One from a
+            // closed connection is no request of the broker there now.
+            let from_here = |request: &Request| {
+                request.broker == index && request.connection == broker.connection
+            };
+            let holding = job.as_ref().is_some_and(|job| from_here(&job.request))
+                || queued.iter().any(from_here);
+            broker.tick(now, holding)?;
+        }
     }
 
     if let Some(job) = job {
         info!(
             "stopped mid-request from client {}; no reply sent",
-            job.client()
+            job.request.client()
         );
     }
     if !queued.is_empty() {
@@ -192,23 +292,34 @@ pub fn run(
     Ok(replies)
 }
 
-/// Begins the work on a request.
-fn start(frames: Vec<Vec<u8>>, settings: &Settings) -> Job {
+/// " via tcp://…", naming the broker in a log line when there are several.
+fn via(several: bool, broker: &Broker) -> String {
+    if several {
+        format!(" via {}", broker.endpoint)
+    } else {
+        String::new()
+    }
+}
+
+/// Begins the work on a request; `brokers` to name its broker in the log.
+fn start(request: Request, settings: &Settings, brokers: Option<&[Broker]>) -> Job {
     // `classify` said Work, so there is an envelope.
-    let body = body_start(&frames).unwrap_or(frames.len());
+    let frames = &request.frames;
+    let body = body_start(frames).unwrap_or(frames.len());
     info!(
-        "request {} from client {}",
+        "request {} from client {}{}",
         show_frames(&frames[body..]),
-        hex(&frames[0])
+        request.client(),
+        brokers.map_or_else(String::new, |brokers| via(true, &brokers[request.broker]))
     );
     Job {
-        frames,
+        request,
         done_at: Instant::now() + settings.work,
     }
 }
 
-/// The broker, as this worker sees it: the socket to it and what the
-/// worker knows of it.
+/// A broker, as this worker sees it: the socket to it and what the worker
+/// knows of it.
 struct Broker {
     ctx: zmq::Context,
     endpoint: String,
@@ -217,11 +328,17 @@ struct Broker {
     // Declared before `watch`, so dropped (closed) before it: see `Watch`.
     socket: zmq::Socket,
     watch: Watch,
+    /// Counts the connections lost and the sockets replaced: a request
+    /// keeps the value it arrived with, and its reply is sent only while
+    /// the value is the same, over the same connection.
+    connection: u64,
     /// Any message from the broker counts as a sign of life.
     last_heard: Instant,
     next_heartbeat: Instant,
     /// When the current connection came up; `None` while there is none.
     up_since: Option<Instant>,
+    /// Whether any connection to this broker, on any socket, ever came up.
+    ever_up: bool,
     /// Whether a HEARTBEAT came on it: an lb broker sends one every
     /// interval, a proxy broker's DEALER never does.
     heard_heartbeat: bool,
@@ -239,20 +356,22 @@ struct Broker {
 }
 
 impl Broker {
-    /// Opens a DEALER to the broker's backend.
-    fn connect(ctx: &zmq::Context, settings: &Settings) -> anyhow::Result<Broker> {
-        let (socket, watch) = open(ctx, &settings.endpoint)?;
+    /// Opens a DEALER to the backend of the broker at `endpoint`.
+    fn connect(ctx: &zmq::Context, endpoint: &str, settings: &Settings) -> anyhow::Result<Broker> {
+        let (socket, watch) = open(ctx, endpoint)?;
         let now = Instant::now();
         Ok(Broker {
             ctx: ctx.clone(),
-            endpoint: settings.endpoint.clone(),
+            endpoint: endpoint.to_owned(),
             name: settings.name.clone(),
             heartbeat: settings.heartbeat,
             socket,
             watch,
+            connection: 0,
             last_heard: now,
             next_heartbeat: now + settings.heartbeat,
             up_since: None,
+            ever_up: false,
             heard_heartbeat: false,
             told_not_lb: false,
             told_unexpected: false,
@@ -275,11 +394,13 @@ impl Broker {
     fn connection_changed(&mut self) {
         for change in self.watch.changes() {
             match change {
-                Change::Up { first } => {
+                Change::Up { .. } => {
                     self.up_since = Some(Instant::now());
                     self.heard_heartbeat = false;
                     self.owes_ready = true;
-                    if !first {
+                    // Counted over every socket: a replaced socket's first
+                    // connection is a return too.
+                    if std::mem::replace(&mut self.ever_up, true) {
                         info!(
                             "connected to the broker at {} again; announcing this worker with \
                              READY",
@@ -289,6 +410,7 @@ impl Broker {
                 }
                 Change::Down => {
                     self.up_since = None;
+                    self.connection += 1;
                     info!(
                         "connection to the broker at {} lost; libzmq reconnects by itself",
                         self.endpoint
@@ -318,7 +440,7 @@ impl Broker {
             };
             let now = Instant::now();
             if self.reconnect_at.take().is_some() {
-                info!("the broker answers again");
+                info!("the broker at {} answers again", self.endpoint);
                 // It may have forgotten this worker meanwhile.
                 self.owes_ready = true;
             }
@@ -330,8 +452,9 @@ impl Broker {
                 Frames::Ready(_) | Frames::Malformed => {
                     if !std::mem::replace(&mut self.told_unexpected, true) {
                         warn!(
-                            "unexpected message from the broker {}; ignored (and any more \
-                             like it, silently)",
+                            "unexpected message from the broker at {} {}; ignored (and any \
+                             more like it, silently)",
+                            self.endpoint,
                             show_frames(&frames)
                         );
                     }
@@ -341,38 +464,70 @@ impl Broker {
         Ok(requests)
     }
 
-    /// Sends the reply to `request` inside the request's envelope.
-    fn send_reply(&self, request: &[Vec<u8>], settings: &Settings) -> anyhow::Result<()> {
-        let body = body_start(request).unwrap_or(request.len());
-        let envelope = request[..body].iter().map(Vec::as_slice);
-        let reply = settings.reply.to(&request[body..]);
-        self.socket.send_multipart(envelope.chain(reply), 0)?;
-        Ok(())
+    /// Sends the reply to `request` inside the request's envelope, over
+    /// the connection the request came on; `false` if it is gone. Never
+    /// waits: the other brokers' heartbeats must not wait behind it.
+    fn send_reply(&self, request: &Request, settings: &Settings) -> anyhow::Result<bool> {
+        let lost = |why: &str| {
+            info!(
+                "reply to client {} not sent: {why} (the client resends the request)",
+                request.client()
+            );
+            Ok(false)
+        };
+        if request.connection != self.connection {
+            return lost(&format!(
+                "the connection to the broker at {} that brought the request has closed since, \
+                 and the broker process holding the request with it",
+                self.endpoint
+            ));
+        }
+        let frames = &request.frames;
+        let body = body_start(frames).unwrap_or(frames.len());
+        let envelope = frames[..body].iter().map(Vec::as_slice);
+        let reply = settings.reply.to(&frames[body..]);
+        match self
+            .socket
+            .send_multipart(envelope.chain(reply), zmq::DONTWAIT)
+        {
+            Ok(()) => Ok(true),
+            // ZMQ_IMMEDIATE: no connection (it has just broken), or its
+            // queue is full.
+            Err(zmq::Error::EAGAIN) => lost(&format!(
+                "the connection to the broker at {} takes nothing now",
+                self.endpoint
+            )),
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// Heartbeats, the READY owed, and liveness. `holding`: the worker
     /// holds a request from this broker, so it is not idle.
     fn tick(&mut self, now: Instant, holding: bool) -> anyhow::Result<()> {
         let expiry = protocol::expiry(self.heartbeat);
-        if now.duration_since(std::mem::replace(&mut self.last_tick, now)) > expiry {
-            // Silent that long, this worker may have been forgotten.
+        // Stopped or starved for more than two intervals: its last message
+        // may have left up to an interval before, so the broker may have
+        // heard nothing for three, and forgotten this worker.
+        let forgotten_after = self.heartbeat * (protocol::MISSED_HEARTBEATS - 1);
+        if now.duration_since(std::mem::replace(&mut self.last_tick, now)) > forgotten_after {
             self.owes_ready = true;
         }
         let up = self.watch.is_up();
-        if now >= self.next_heartbeat {
-            // Only on a live connection: heartbeats queued while there is
-            // none would reach the next broker stale, ahead of READY. And
-            // never wait here.
-            if up {
-                let _ = self.socket.send(&[HEARTBEAT][..], zmq::DONTWAIT);
-            }
-            self.next_heartbeat = now + self.heartbeat;
-        }
+        // READY first: a new broker then learns the worker's name before
+        // its first heartbeat.
         if self.owes_ready && up && !holding {
             let ready = [&[READY][..], self.name.as_bytes()];
             if self.socket.send_multipart(ready, zmq::DONTWAIT).is_ok() {
                 self.owes_ready = false;
             }
+        }
+        if now >= self.next_heartbeat {
+            // Only on a live connection (ZMQ_IMMEDIATE queues nothing
+            // without one), and never waiting.
+            if up {
+                let _ = self.socket.send(&[HEARTBEAT][..], zmq::DONTWAIT);
+            }
+            self.next_heartbeat = now + self.heartbeat;
         }
 
         if let Some(since) = self.up_since {
@@ -395,13 +550,14 @@ impl Broker {
             None => {
                 let delay = self.backoff.next_delay();
                 let why = if up {
-                    String::new()
+                    ""
                 } else {
-                    format!(" (no connection to {}: is it running?)", self.endpoint)
+                    " (no connection: is it running?)"
                 };
                 warn!(
-                    "broker silent for {:.1} s{why}; reconnecting in {} s",
+                    "broker silent for {:.1} s at {}{why}; reconnecting in {} s",
                     silent_for.as_secs_f64(),
+                    self.endpoint,
                     delay.as_secs()
                 );
                 self.reconnect_at = Some(now + delay);
@@ -413,6 +569,9 @@ impl Broker {
                 // In this order: the old socket closes before its watch.
                 self.socket = socket;
                 self.watch = watch;
+                // Nothing that came on the old socket can be answered on
+                // this one.
+                self.connection += 1;
                 self.up_since = None;
                 self.last_heard = now;
                 self.reconnect_at = None;
@@ -431,6 +590,9 @@ impl Broker {
 fn open(ctx: &zmq::Context, endpoint: &str) -> anyhow::Result<(zmq::Socket, Watch)> {
     let socket = ctx.socket(zmq::DEALER)?;
     socket.set_linger(LINGER_MS)?; // at exit, give the last reply a moment
+    // Sends go only to a live connection; what a broken one brought and was
+    // not read yet is thrown away (see the module docs).
+    socket.set_immediate(true)?;
     // Besides our HEARTBEAT: ZMTP heartbeats, whatever --heartbeat-ms is.
     keepalive::enable(&socket)?;
     credentials::apply(&socket)?; // src/security/: what the broker may ask for

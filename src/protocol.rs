@@ -29,6 +29,13 @@
 //! HEARTBEAT from a worker it does not know takes it in, idle and nameless,
 //! until its READY names it.
 //!
+//! A worker may speak the protocol to several brokers at once (`worker
+//! --mode lb --connect A,B`), over one DEALER each: every broker sees an
+//! ordinary worker, with its own READY and heartbeats, and none knows of
+//! the others. So READY means idle *for this broker*: the worker may be busy
+//! with another broker's request, and queues this broker's request behind
+//! it (see [`crate::lb_worker`]).
+//!
 //! Liveness: each side sends a HEARTBEAT every `--heartbeat-ms`, the worker
 //! while it works too, and counts the other side dead after
 //! [`MISSED_HEARTBEATS`] intervals without hearing anything from it (any

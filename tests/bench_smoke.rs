@@ -17,7 +17,9 @@ fn every_scenario_runs_at_a_tiny_size_and_loses_nothing() {
     bench.expect_exit(0, Duration::from_secs(120));
     let report: Report = serde_json::from_str(&bench.stdout().join("\n")).expect("the JSON report");
 
-    for scenario in ["reqrep", "broker", "pipeline", "balance", "scale", "page"] {
+    for scenario in [
+        "reqrep", "broker", "pipeline", "balance", "scale", "page", "failover",
+    ] {
         let rows: Vec<_> = report
             .rows
             .iter()
@@ -60,6 +62,14 @@ fn every_scenario_runs_at_a_tiny_size_and_loses_nothing() {
         thousand.server_rss_mib.is_some(),
         "the broker's peak RSS is reported"
     );
+    // Brokers SIGKILLed under Lazy Pirate clients: nothing lost (checked
+    // above, with every row), and every client answered after each kill.
+    let kills: Vec<_> = report
+        .rows
+        .iter()
+        .filter(|r| r.scenario == "failover" && r.variant.contains("SIGKILLs"))
+        .collect();
+    assert_eq!(kills.len(), 2, "{kills:#?}");
 }
 
 #[test]

@@ -10,8 +10,9 @@
 //!   (`zmq-reqrep:test-…`, through the files' IMAGE variable), never over
 //!   the students' `zmq-reqrep`;
 //! - every stack has its own project name and free host ports on 127.0.0.1
-//!   (SERVER_PORTS, FRONTEND_PORT, BACKEND_PORT, HTTP_PORT), never
-//!   5555/5556/8080;
+//!   (SERVER_PORTS, FRONTEND_PORT, BACKEND_PORT, HTTP_PORT, and BROKER1_...
+//!   and BROKER2_FRONTEND_PORT and _BACKEND_PORT), never 5555 to 5558 nor
+//!   8080;
 //! - every stack is taken down (`down -v`) when its test ends, passed or
 //!   failed; the variables the files pass through are cleared from what
 //!   `docker compose` inherits, so a COUNT or RUST_LOG in the shell running
@@ -48,6 +49,16 @@ const STACK_TIMEOUT: Duration = Duration::from_secs(60);
 
 const REQREP: &str = "docker-compose.reqrep.yml";
 const BROKER: &str = "docker-compose.broker.yml";
+const FAILOVER: &str = "docker-compose.failover.yml";
+
+/// The host ports of the two brokers in [`FAILOVER`].
+const FAILOVER_PORTS: [&str; 4] = [
+    "BROKER1_FRONTEND_PORT",
+    "BROKER1_BACKEND_PORT",
+    "BROKER2_FRONTEND_PORT",
+    "BROKER2_BACKEND_PORT",
+];
+
 /// The broker file's second file for Docker Swarm: host-mode ports.
 const SWARM_HOST: &str = "docker-compose.broker.swarm-host.yml";
 
@@ -63,6 +74,10 @@ const SETTINGS: &[&str] = &[
     "FRONTEND_PORT",
     "BACKEND_PORT",
     "HTTP_PORT",
+    "BROKER1_FRONTEND_PORT",
+    "BROKER1_BACKEND_PORT",
+    "BROKER2_FRONTEND_PORT",
+    "BROKER2_BACKEND_PORT",
     "COMPOSE_PROJECT_NAME",
     "COMPOSE_FILE",
     "WORKERS",
@@ -228,6 +243,7 @@ impl Stack {
             ("HTTP_PORT", free_port().to_string()),
         ]
         .into_iter()
+        .chain(FAILOVER_PORTS.map(|name| (name, free_port().to_string())))
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
@@ -585,12 +601,44 @@ const KNOBS: &[(&str, &str, &str, &[&str])] = &[
         common::BROKER_CLIENT,
         &["MESSAGE", "COUNT", "INTERVAL_MS", "TIMEOUT_MS", "RETRIES"],
     ),
+    (
+        FAILOVER,
+        "broker1",
+        common::BROKER,
+        &["MODE", "HEARTBEAT_MS", "MAX_MESSAGE_BYTES"],
+    ),
+    (
+        FAILOVER,
+        "broker2",
+        common::BROKER,
+        &["MODE", "HEARTBEAT_MS", "MAX_MESSAGE_BYTES"],
+    ),
+    (
+        FAILOVER,
+        "worker",
+        common::WORKER,
+        &[
+            "MODE",
+            "HEARTBEAT_MS",
+            "REPLY",
+            "ECHO",
+            "WORK_MS",
+            "CRASH_AFTER",
+            "HANG_AFTER",
+        ],
+    ),
+    (
+        FAILOVER,
+        "client",
+        common::BROKER_CLIENT,
+        &["MESSAGE", "COUNT", "INTERVAL_MS", "TIMEOUT_MS", "RETRIES"],
+    ),
 ];
 
 #[test]
 fn every_knob_reaches_exactly_the_services_that_read_it() {
     let Some(_engine) = engine() else { return };
-    for file in [REQREP, BROKER] {
+    for file in [REQREP, BROKER, FAILOVER] {
         // Every variable set, each to a value of its own...
         let values: Vec<(String, String)> = PASSED_THROUGH
             .iter()
@@ -970,6 +1018,7 @@ fn a_cold_up_builds_the_image_once_and_pulls_nothing() {
         // no `pull_policy`: compose tries the registry for a missing image
         // (see the file's header). No registry here, so no pull.
         (BROKER, &["--pull", "never"][..]),
+        (FAILOVER, &[][..]),
     ] {
         // An image tag that does not exist yet: what compose sees on a
         // fresh clone. The build itself is quick, from the layers cached by
@@ -1087,6 +1136,79 @@ fn the_broker_page_is_published_and_names_the_lb_workers() {
     }
     let served: u64 = workers.iter().map(|w| w["served"].as_u64().unwrap()).sum();
     assert_eq!(served, 6, "{stats:#}");
+}
+
+/// The request numbers of the reply lines in a client's log, in order.
+fn reply_numbers(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter(|line| line.contains(" got b\"World\""))
+        .filter_map(|line| {
+            let seq = line.split_whitespace().find(|word| word.starts_with('#'))?;
+            seq[1..].parse().ok()
+        })
+        .collect()
+}
+
+#[test]
+fn failover_kill_broker1_while_the_clients_run_then_start_it_again() {
+    let Some(_engine) = engine() else { return };
+    // The lecture's experiment, with short timeouts and heartbeats: the
+    // default MODE of this file, lb.
+    let stack = Stack::new(
+        FAILOVER,
+        "failover",
+        &[
+            ("COUNT", "40"),
+            ("INTERVAL_MS", "100"),
+            ("TIMEOUT_MS", "1000"),
+            ("HEARTBEAT_MS", "300"),
+        ],
+    );
+    // Workers first, and the clients once both workers are connected to
+    // both brokers (healthy).
+    stack.compose(&["up", "-d", "broker1", "broker2", "worker"]);
+    stack.wait_for("worker", 2, &|s: &State| s.health == "healthy");
+    stack.wait_log("broker1", ") ready", 2);
+    stack.wait_log("broker2", ") ready", 2);
+    stack.compose(&["up", "-d", "--no-deps", "client"]);
+    let clients = stack.containers("client");
+    assert_eq!(clients.len(), 2);
+    let replies_of = |id: &str| replies_in(&logs(id));
+    let wait_replies = |count: usize| {
+        let deadline = Instant::now() + STACK_TIMEOUT;
+        while !clients.iter().all(|id| replies_of(id) >= count) {
+            assert!(
+                Instant::now() < deadline,
+                "not {count} replies each\n{}",
+                stack.logs()
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait_replies(5);
+
+    stack.compose(&["kill", "broker1"]);
+    let at_kill: Vec<usize> = clients.iter().map(|id| replies_of(id)).collect();
+    assert!(at_kill.iter().all(|&n| n < 40), "too late: {at_kill:?}");
+    // Broker2 alone serves the clients on...
+    wait_replies(at_kill.iter().max().unwrap() + 5);
+    // ...and a new broker1 process is joined again by both workers (the
+    // log keeps the first process's two lines).
+    stack.compose(&["start", "broker1"]);
+    stack.wait_log("broker1", ") ready", 4);
+    ask(&format!(
+        "tcp://127.0.0.1:{}",
+        stack.var("BROKER1_FRONTEND_PORT")
+    ));
+
+    stack.wait_for("client", 2, EXITED);
+    for id in &clients {
+        let log = logs(id);
+        assert_eq!(state(id).exit_code, 0, "{log}");
+        // Every request answered once, in order.
+        assert_eq!(reply_numbers(&log), (1..=40).collect::<Vec<u64>>(), "{log}");
+    }
+    eprintln!("replies at the kill: {at_kill:?}");
 }
 
 // --- Docker Swarm ----------------------------------------------------------

@@ -10,7 +10,7 @@
 //!
 //! | module | what it does |
 //! |---|---|
-//! | [`scenarios`] | reqrep, broker, pipeline, balance, scale |
+//! | [`scenarios`] | reqrep, broker, pipeline, balance, scale, failover |
 //! | [`page`] | page: the lb broker with its live page watched, and without |
 //! | [`curve`] | the keys of the CURVE variants of reqrep and broker |
 //! | [`peers`] | the baselines (bare REQ/REP, raw TCP, `zmq::proxy`, ...) and load generators |
@@ -60,6 +60,12 @@ pub struct Options {
     pub scale_requests: u64,
     /// Runs of each variant; rows report the median.
     pub repeat: usize,
+    /// How long each run asks at most (it also stops at its count).
+    pub run: Duration,
+    /// Broker kills in the failover scenario.
+    pub kills: usize,
+    /// The Lazy Pirate clients' timeout in the failover scenario.
+    pub failover_timeout: Duration,
     /// Longest any one run may take before its unanswered requests count
     /// as lost.
     pub max_run: Duration,
@@ -68,7 +74,7 @@ pub struct Options {
 /// One line of the table: a variant of a scenario, from its median run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
-    /// `reqrep`, `broker`, `pipeline`, `balance`, `scale` or `page`.
+    /// `reqrep`, `broker`, `pipeline`, `balance`, `scale`, `page` or `failover`.
     pub scenario: String,
     /// What ran.
     pub variant: String,
@@ -86,7 +92,8 @@ pub struct Row {
     pub throughput: f64,
     /// Round trips per second of every run.
     pub throughput_runs: Vec<f64>,
-    /// Latency percentiles of the median run.
+    /// Latency percentiles of the median run (in the failover row of the
+    /// kills: from each kill to each client's next reply, over all kills).
     pub latency: Percentiles,
     /// Peak resident memory of the server or broker process (MiB).
     pub server_rss_mib: Option<f64>,

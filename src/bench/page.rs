@@ -83,8 +83,11 @@ fn watched(viewers: Option<usize>, options: &Options) -> anyhow::Result<Run> {
     let (clients, requests) = (options.clients.to_string(), options.requests.to_string());
     let size = options.size.to_string();
     let stall = options.max_run.as_secs().max(1).to_string();
+    let run_ms = options.run.as_millis().to_string();
     let mut fleet = peer(&[
         "fleet",
+        "--run-ms",
+        &run_ms,
         "--connect",
         &frontend,
         "--clients",

@@ -4,15 +4,24 @@
 //! talking over TCP on 127.0.0.1.
 //!
 //! Servers print `listening on <endpoint>` on stderr when ready and run
-//! until killed. Clients print one JSON [`Outcome`] line on stdout.
+//! until killed. Clients print one JSON [`Outcome`] line on stdout (the
+//! failover clients a [`Trace`]).
+//!
+//! Every load generator stops at its request count or, sooner, once it has
+//! been asking for `run` (`bench --run-ms`): it sends no new request after
+//! that and waits for those in flight. Every variant of a scenario gets the
+//! same time, so their ratios compare like with like, and a fast variant
+//! no longer makes the bench take minutes.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::lazy_pirate::{self, Policy, ReliableReq};
+use crate::plumbing::shutdown::Shutdown;
 use crate::security::credentials::Credentials;
 
 /// What a load-generating peer measured.
@@ -65,8 +74,9 @@ pub fn rep_bare(bind: &str) -> anyhow::Result<()> {
     }
 }
 
-/// A bare REQ socket: `count` lock-step round trips of `size` bytes.
-pub fn req_bare(connect: &str, count: u64, size: usize) -> anyhow::Result<()> {
+/// A bare REQ socket: `count` lock-step round trips of `size` bytes, for
+/// `run` at most.
+pub fn req_bare(connect: &str, count: u64, size: usize, run: Duration) -> anyhow::Result<()> {
     let ctx = zmq::Context::new();
     let req = ctx.socket(zmq::REQ)?;
     req.set_linger(0)?;
@@ -75,7 +85,8 @@ pub fn req_bare(connect: &str, count: u64, size: usize) -> anyhow::Result<()> {
     let mut reply = zmq::Message::new();
     let mut rtts = Vec::with_capacity(count as usize);
     let started = Instant::now();
-    for _ in 0..count {
+    // At least one, however short `run` is.
+    while (rtts.len() as u64) < count && (rtts.is_empty() || started.elapsed() < run) {
         let asked = Instant::now();
         req.send(&request[..], 0)?;
         req.recv(&mut reply, 0)?;
@@ -83,8 +94,8 @@ pub fn req_bare(connect: &str, count: u64, size: usize) -> anyhow::Result<()> {
     }
     Outcome {
         elapsed_ns: ns(started.elapsed()),
+        sent: rtts.len() as u64,
         rtts_ns: rtts,
-        sent: count,
         window: None,
     }
     .print()
@@ -105,8 +116,9 @@ pub fn tcp_server(bind: &str, size: usize) -> anyhow::Result<()> {
     }
 }
 
-/// A plain TCP client (TCP_NODELAY): `count` lock-step round trips.
-pub fn tcp_client(connect: &str, count: u64, size: usize) -> anyhow::Result<()> {
+/// A plain TCP client (TCP_NODELAY): `count` lock-step round trips, for
+/// `run` at most.
+pub fn tcp_client(connect: &str, count: u64, size: usize, run: Duration) -> anyhow::Result<()> {
     let address = connect.strip_prefix("tcp://").unwrap_or(connect);
     let mut stream =
         TcpStream::connect(address).with_context(|| format!("connecting to {address}"))?;
@@ -115,7 +127,8 @@ pub fn tcp_client(connect: &str, count: u64, size: usize) -> anyhow::Result<()> 
     let mut reply = [0u8; 5];
     let mut rtts = Vec::with_capacity(count as usize);
     let started = Instant::now();
-    for _ in 0..count {
+    // At least one, however short `run` is.
+    while (rtts.len() as u64) < count && (rtts.is_empty() || started.elapsed() < run) {
         let asked = Instant::now();
         stream.write_all(&request)?;
         stream.read_exact(&mut reply)?;
@@ -123,8 +136,8 @@ pub fn tcp_client(connect: &str, count: u64, size: usize) -> anyhow::Result<()> 
     }
     Outcome {
         elapsed_ns: ns(started.elapsed()),
+        sent: rtts.len() as u64,
         rtts_ns: rtts,
-        sent: count,
         window: None,
     }
     .print()
@@ -160,9 +173,16 @@ pub fn router_echo(bind: &str) -> anyhow::Result<()> {
     }
 }
 
-/// A DEALER keeping `window` requests in flight, `count` in all. Each body
-/// starts with its sequence number, which the echoed reply brings back.
-pub fn dealer_pipeline(connect: &str, count: u64, window: u64, size: usize) -> anyhow::Result<()> {
+/// A DEALER keeping `window` requests in flight, `count` in all, sending
+/// for `run` at most. Each body starts with its sequence number, which the
+/// echoed reply brings back.
+pub fn dealer_pipeline(
+    connect: &str,
+    count: u64,
+    window: u64,
+    size: usize,
+    run: Duration,
+) -> anyhow::Result<()> {
     let ctx = zmq::Context::new();
     let dealer = ctx.socket(zmq::DEALER)?;
     dealer.set_linger(0)?;
@@ -173,11 +193,17 @@ pub fn dealer_pipeline(connect: &str, count: u64, window: u64, size: usize) -> a
     let mut rtts = Vec::with_capacity(count as usize);
     let started = Instant::now();
     let mut sent = 0u64;
-    while (rtts.len() as u64) < count {
-        while sent < count && sent - (rtts.len() as u64) < window {
+    loop {
+        while sent < count
+            && sent - (rtts.len() as u64) < window
+            && (sent == 0 || started.elapsed() < run)
+        {
             sent_at.push(Instant::now());
             dealer.send_multipart([&sent.to_le_bytes()[..], &padding], 0)?;
             sent += 1;
+        }
+        if rtts.len() as u64 == sent {
+            break;
         }
         let reply = match dealer.recv_multipart(0) {
             Ok(reply) => reply,
@@ -203,8 +229,10 @@ pub fn dealer_pipeline(connect: &str, count: u64, window: u64, size: usize) -> a
 }
 
 /// `clients` lock-step clients in one process, each a DEALER speaking as a
-/// REQ would (`["", body]`), `requests` each, through a broker, presenting
-/// `credentials`. Stops when all are answered or nothing has moved for
+/// REQ would (`["", body]`), `requests` each (asking for `run` at most),
+/// through a broker, presenting `credentials`. `connect` may name several
+/// brokers, separated by commas: each DEALER connects to all, and sends to
+/// them in turn. Stops when all are answered or nothing has moved for
 /// `stall`.
 pub fn fleet(
     connect: &str,
@@ -212,6 +240,7 @@ pub fn fleet(
     requests: u64,
     size: usize,
     stall: Duration,
+    run: Duration,
     credentials: &Credentials,
 ) -> anyhow::Result<()> {
     // libzmq allows 1023 sockets per context by default: spread them.
@@ -224,7 +253,9 @@ pub fn fleet(
         let socket = contexts[i / PER_CONTEXT].socket(zmq::DEALER)?;
         socket.set_linger(0)?;
         credentials.apply(&socket)?;
-        socket.connect(connect)?;
+        for endpoint in connect.split(',') {
+            socket.connect(endpoint)?;
+        }
         sockets.push(socket);
     }
     let body = payload(size);
@@ -239,9 +270,10 @@ pub fn fleet(
         socket.send_multipart([&b""[..], &body], 0)?;
         sent[i] = 1;
     }
-    let total = clients as u64 * requests;
     let mut last_progress = Instant::now();
-    while (rtts.len() as u64) < total && last_progress.elapsed() < stall {
+    // Until every request sent is answered: each client has one in flight
+    // until it stops asking.
+    while sent.iter().sum::<u64>() > rtts.len() as u64 && last_progress.elapsed() < stall {
         let mut items: Vec<zmq::PollItem> = sockets
             .iter()
             .map(|s| s.as_poll_item(zmq::POLLIN))
@@ -259,7 +291,7 @@ pub fn fleet(
                 rtts.push(ns(asked[i].elapsed()));
                 answered_at.push(started.elapsed());
                 last_progress = Instant::now();
-                if sent[i] < requests {
+                if sent[i] < requests && started.elapsed() < run {
                     asked[i] = Instant::now();
                     sockets[i].send_multipart([&b""[..], &body], 0)?;
                     sent[i] += 1;
@@ -279,4 +311,137 @@ pub fn fleet(
         window: Some((ns(first_done), in_window)),
     }
     .print()
+}
+
+/// What the failover clients saw: for each client, when each reply came
+/// (on the wall clock, which the bench shares with this process, so that
+/// it can set them against the moments it killed a broker).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Trace {
+    /// From the first request to the last reply.
+    pub elapsed_ns: u64,
+    /// Per client: the time of each reply, in ns since the Unix epoch.
+    pub replies_at_unix_ns: Vec<Vec<u64>>,
+    /// Round-trip time of each answered request, resends included.
+    pub rtts_ns: Vec<u64>,
+    /// Requests sent.
+    pub sent: u64,
+    /// Resends after a timeout.
+    pub resends: u64,
+    /// Requests given up after every retry: lost.
+    pub lost: u64,
+}
+
+/// Nanoseconds since the Unix epoch, the clock shared with the bench.
+pub fn unix_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, ns)
+}
+
+/// `clients` lock-step Lazy Pirate clients, each the suite's own
+/// [`ReliableReq`] (one REQ socket with ZMQ_REQ_RELAXED and
+/// ZMQ_REQ_CORRELATE, connected to every broker in `connect`), asking until
+/// SIGTERM; then prints its [`Trace`]. Prints `running` on stderr once
+/// every client has had a reply.
+pub fn failover_clients(
+    connect: &str,
+    clients: usize,
+    timeout_ms: u64,
+    retries: u32,
+    size: usize,
+) -> anyhow::Result<()> {
+    let shutdown = Shutdown::on_signals()?;
+    let endpoints: Vec<String> = connect.split(',').map(str::to_owned).collect();
+    let ctx = zmq::Context::new();
+    let body = payload(size);
+    let started = Instant::now();
+    let (first_replies, first_reply) = std::sync::mpsc::channel();
+    let policy = Policy::new(timeout_ms, retries);
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let (ctx, endpoints, body, shutdown) = (
+                ctx.clone(),
+                endpoints.clone(),
+                body.clone(),
+                shutdown.clone(),
+            );
+            let first_replies = first_replies.clone();
+            std::thread::spawn(move || {
+                one_failover_client(&ctx, &endpoints, policy, &body, &shutdown, &first_replies)
+            })
+        })
+        .collect();
+    drop(first_replies);
+    for _ in 0..clients {
+        if first_reply.recv().is_err() {
+            break;
+        }
+    }
+    eprintln!("running");
+    let mut trace = Trace {
+        elapsed_ns: 0,
+        replies_at_unix_ns: Vec::with_capacity(clients),
+        rtts_ns: Vec::new(),
+        sent: 0,
+        resends: 0,
+        lost: 0,
+    };
+    for thread in threads {
+        let joined = thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("a failover client panicked"))?;
+        let client = joined?;
+        trace.replies_at_unix_ns.push(client.replies_at);
+        trace.rtts_ns.extend(client.rtts);
+        // A request cut short by SIGTERM left, but nobody waits for it.
+        trace.sent += client.sent;
+        trace.resends += client.resends;
+        trace.lost += client.lost;
+    }
+    trace.elapsed_ns = ns(started.elapsed());
+    println!("{}", serde_json::to_string(&trace)?);
+    Ok(())
+}
+
+/// What one failover client saw (see [`Trace`]).
+#[derive(Default)]
+struct OneClient {
+    replies_at: Vec<u64>,
+    rtts: Vec<u64>,
+    sent: u64,
+    resends: u64,
+    lost: u64,
+}
+
+/// One of [`failover_clients`]: lock-step requests until `shutdown`; says
+/// on `first_reply` when it has had its first reply.
+fn one_failover_client(
+    ctx: &zmq::Context,
+    endpoints: &[String],
+    policy: Policy,
+    body: &[u8],
+    shutdown: &Shutdown,
+    first_reply: &std::sync::mpsc::Sender<()>,
+) -> anyhow::Result<OneClient> {
+    let mut req = ReliableReq::connect(ctx, endpoints, policy)?;
+    let mut client = OneClient::default();
+    let mut seq = 0;
+    while !shutdown.requested() {
+        seq += 1;
+        let asked = Instant::now();
+        match req.request(body, seq, shutdown) {
+            Ok(lazy_pirate::Outcome::Reply(_)) => {
+                client.rtts.push(ns(asked.elapsed()));
+                client.replies_at.push(unix_ns());
+                if client.replies_at.len() == 1 {
+                    let _ = first_reply.send(());
+                }
+            }
+            Ok(lazy_pirate::Outcome::Stopped) => break,
+            // Given up after every retry: lost; the next request goes on.
+            Err(error) if error.is::<lazy_pirate::GaveUp>() => client.lost += 1,
+            Err(error) => return Err(error),
+        }
+    }
+    (client.sent, client.resends) = (req.sent(), req.resends());
+    Ok(client)
 }

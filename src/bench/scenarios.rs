@@ -7,6 +7,7 @@
 //! | `pipeline` | lock-step REQ to a ROUTER | a DEALER keeping `--window` requests in flight |
 //! | `balance` | `broker --mode proxy` (round robin) | `broker --mode lb`, one worker 10x slower |
 //! | `scale` | 1 client through `broker --mode lb` | 10, 100, 1000 concurrent clients |
+//! | `failover` | 1 `broker --mode lb` | 2 brokers, workers and clients on both; and one SIGKILLed again and again |
 //!
 //! The CURVE variants run only in a build with CURVE ([`super::curve`]).
 
@@ -223,7 +224,8 @@ fn peer_pair(server_args: &[&str], client_args: &[&str], options: &Options) -> a
     let mut server = peer(server_args)?;
     let endpoint = endpoints(&server, "listening on")?.remove(0);
     let mut args = client_args.to_vec();
-    args.extend(["--connect", endpoint.as_str()]);
+    let run_ms = options.run.as_millis().to_string();
+    args.extend(["--connect", endpoint.as_str(), "--run-ms", &run_ms]);
     let mut client = peer(&args)?;
     let run = Run::from_outcome(outcome(&mut client, options)?, &server);
     server.stop();
@@ -396,11 +398,19 @@ fn suite_round_trips(
     let curve_args = curve.map(Keys::client_args).unwrap_or_default();
     args.extend(curve_args.iter().map(String::as_str));
     let mut client = role("reqrep_client", &args)?;
+    // The client has no time limit of its own: stopped (SIGTERM) once the
+    // run's time is up, it ends the request in hand and prints its summary.
+    let capped = client.wait(options.run).is_err();
+    if capped {
+        client.signal(libc::SIGTERM);
+    }
     client.wait(options.max_run)?;
     let report = client_report(&client)?;
     let run = Run {
         answered: report.answered,
-        sent: report.sent,
+        // The request the stop cut short left, but nobody waits for it: a
+        // Lazy Pirate client that lost one would have said so and failed.
+        sent: if capped { report.answered } else { report.sent },
         elapsed: report.elapsed,
         window: None,
         rtts: report.rtts,
@@ -502,6 +512,23 @@ impl Broker {
         work_ms: &[u64],
         curve: Option<&Keys>,
     ) -> anyhow::Result<Vec<Child>> {
+        self.workers_on(&[(broker, backend)], work_ms, curve)
+    }
+
+    /// The same with every worker connected to each of several brokers
+    /// (`(broker, backend)`), and waited for at each.
+    fn workers_on(
+        self,
+        brokers: &[(&Child, &str)],
+        work_ms: &[u64],
+        curve: Option<&Keys>,
+    ) -> anyhow::Result<Vec<Child>> {
+        let backends = brokers
+            .iter()
+            .map(|(_, backend)| *backend)
+            .collect::<Vec<&str>>()
+            .join(",");
+        let backend = backends.as_str();
         let workers = work_ms
             .iter()
             .enumerate()
@@ -522,9 +549,11 @@ impl Broker {
                 Child::role("worker", &args)
             })
             .collect::<anyhow::Result<Vec<Child>>>()?;
-        wait_established(port_of(backend)?, work_ms.len())?;
-        if self == Broker::Lb {
-            broker.wait_for(Stream::Err, " ready", work_ms.len(), READY_WITHIN)?;
+        for (broker, backend) in brokers {
+            wait_established(port_of(backend)?, work_ms.len())?;
+            if self == Broker::Lb {
+                broker.wait_for(Stream::Err, " ready", work_ms.len(), READY_WITHIN)?;
+            }
         }
         Ok(workers)
     }
@@ -546,8 +575,11 @@ fn through_broker(
     let (clients, requests) = (clients.to_string(), requests.to_string());
     let size = options.size.to_string();
     let stall = options.max_run.as_secs().max(1).to_string();
+    let run_ms = options.run.as_millis().to_string();
     let mut args = vec![
         "fleet",
+        "--run-ms",
+        &run_ms,
         "--connect",
         &frontend,
         "--clients",
@@ -738,4 +770,269 @@ pub fn pipeline(options: &Options) -> anyhow::Result<Vec<Row>> {
         })
         .collect();
     measure(variants, options)
+}
+
+// --- failover ------------------------------------------------------------------
+
+/// An `lb` broker on endpoints chosen in advance, so that it can be
+/// started again on them.
+fn lb_broker_on(frontend: &str, backend: &str) -> anyhow::Result<Child> {
+    let broker = role(
+        "broker",
+        &["--mode", "lb", "--frontend", frontend, "--backend", backend],
+    )?;
+    broker.wait_for(Stream::Err, "frontend ROUTER on", 1, READY_WITHIN)?;
+    Ok(broker)
+}
+
+/// `tcp://127.0.0.1:<a port that was free a moment ago>`.
+fn free_endpoint() -> anyhow::Result<String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    Ok(format!("tcp://127.0.0.1:{port}"))
+}
+
+/// The fleet through two lb brokers at once: every worker and every client
+/// connected to both. The broker figures are the sum of both's CPU and the
+/// larger peak memory.
+fn through_two_brokers(work_ms: &[u64], options: &Options) -> anyhow::Result<Run> {
+    let (mut one, front1, back1) = Broker::Lb.start(None)?;
+    let (mut two, front2, back2) = Broker::Lb.start(None)?;
+    let mut workers = Broker::Lb.workers_on(
+        &[(&one, back1.as_str()), (&two, back2.as_str())],
+        work_ms,
+        None,
+    )?;
+    let frontends = format!("{front1},{front2}");
+    let (clients, requests) = (options.clients.to_string(), options.requests.to_string());
+    let size = options.size.to_string();
+    let stall = options.max_run.as_secs().max(1).to_string();
+    let run_ms = options.run.as_millis().to_string();
+    let mut fleet = peer(&[
+        "fleet",
+        "--run-ms",
+        &run_ms,
+        "--connect",
+        &frontends,
+        "--clients",
+        &clients,
+        "--requests",
+        &requests,
+        "--size",
+        &size,
+        "--stall-s",
+        &stall,
+    ])?;
+    let mut run = Run::from_outcome(outcome(&mut fleet, options)?, &one);
+    run.server_rss_kib = run.server_rss_kib.max(two.peak_rss_kib());
+    run.server_cpu = match (run.server_cpu, two.cpu_time()) {
+        (Some(a), Some(b)) => Some(a + b),
+        (a, b) => a.or(b),
+    };
+    for worker in &mut workers {
+        worker.stop();
+    }
+    one.stop();
+    two.stop();
+    Ok(run)
+}
+
+/// Two brokers against one: what the second broker costs while both live;
+/// then one of them SIGKILLed, again and again, under Lazy Pirate clients:
+/// how long a client waits from a kill to its next reply, and whether any
+/// request is lost.
+pub fn failover(options: &Options) -> anyhow::Result<Vec<Row>> {
+    let work = vec![options.work_ms; options.workers];
+    let variant = |name: &str, baseline| Variant {
+        scenario: "failover",
+        name: name.into(),
+        baseline,
+        clients: options.clients,
+        workers: options.workers,
+    };
+    let one: Once<'_> = Box::new(|| {
+        through_broker(
+            Broker::Lb,
+            &work,
+            options.clients,
+            options.requests,
+            options,
+            None,
+        )
+    });
+    let two: Once<'_> = Box::new(|| through_two_brokers(&work, options));
+    let mut rows = measure(
+        vec![
+            (variant("1 broker --mode lb", true), one),
+            (variant("2 brokers --mode lb (all on both)", false), two),
+        ],
+        options,
+    )?;
+    rows.extend(kills(options)?);
+    Ok(rows)
+}
+
+/// How long the killed broker stays dead beyond one client timeout: long
+/// enough for every request it held to be resent to the other broker.
+const DEAD_FOR: Duration = Duration::from_millis(200);
+
+/// Time for the clients to use both brokers again between kills.
+const SETTLE: Duration = Duration::from_millis(300);
+
+/// Two lb brokers, workers on both, and Lazy Pirate clients (the suite's
+/// own `ReliableReq`) on both; `options.kills` times, one broker (first
+/// one, then the other) is SIGKILLed, left dead for one client timeout,
+/// and started again on its ports. Two rows of the same run: their latency
+/// columns are, over every kill and client, the time from the kill to the
+/// client's next reply, and the longest the client waited for a reply
+/// until the broker was back.
+fn kills(options: &Options) -> anyhow::Result<Vec<Row>> {
+    let endpoints = [
+        (free_endpoint()?, free_endpoint()?),
+        (free_endpoint()?, free_endpoint()?),
+    ];
+    let mut brokers = [
+        lb_broker_on(&endpoints[0].0, &endpoints[0].1)?,
+        lb_broker_on(&endpoints[1].0, &endpoints[1].1)?,
+    ];
+    let work = vec![options.work_ms; options.workers];
+    let mut workers = Broker::Lb.workers_on(
+        &[
+            (&brokers[0], endpoints[0].1.as_str()),
+            (&brokers[1], endpoints[1].1.as_str()),
+        ],
+        &work,
+        None,
+    )?;
+    let frontends = format!("{},{}", endpoints[0].0, endpoints[1].0);
+    let timeout_ms = options.failover_timeout.as_millis().to_string();
+    let (clients, size) = (options.clients.to_string(), options.size.to_string());
+    let mut fleet = peer(&[
+        "failover-clients",
+        "--connect",
+        &frontends,
+        "--clients",
+        &clients,
+        "--timeout-ms",
+        &timeout_ms,
+        "--retries",
+        "3",
+        "--size",
+        &size,
+    ])?;
+    fleet.wait_for(Stream::Err, "running", 1, READY_WITHIN)?;
+
+    let mut killed_at = Vec::with_capacity(options.kills);
+    for kill in 0..options.kills {
+        let victim = kill % 2;
+        std::thread::sleep(SETTLE);
+        killed_at.push(super::peers::unix_ns());
+        brokers[victim].kill();
+        std::thread::sleep(options.failover_timeout + DEAD_FOR);
+        let (frontend, backend) = &endpoints[victim];
+        brokers[victim] = lb_broker_on(frontend, backend)?;
+        // Back in service once the workers have joined it again.
+        brokers[victim].wait_for(Stream::Err, " ready", work.len(), READY_WITHIN)?;
+        eprintln!(
+            "bench: failover / kill {} of {}: broker {} killed and started again",
+            kill + 1,
+            options.kills,
+            victim + 1
+        );
+    }
+    std::thread::sleep(SETTLE);
+    fleet.signal(libc::SIGTERM);
+    fleet.wait(options.max_run)?;
+    let last = fleet
+        .lines(Stream::Out)
+        .pop()
+        .ok_or_else(|| anyhow!("the failover clients printed no trace"))?;
+    let trace: super::peers::Trace = serde_json::from_str(&last)
+        .with_context(|| format!("reading the failover clients' trace {last:?}"))?;
+    for worker in &mut workers {
+        worker.stop();
+    }
+    for broker in &mut brokers {
+        broker.stop();
+    }
+
+    // For each kill and each client: the wait until its next reply, and
+    // the longest wait for a reply from the kill until the broker is back.
+    // They differ: a client may get a reply from the other broker at once,
+    // and still send its next request into the dead connection, in the
+    // moment before libzmq has seen it close.
+    let horizon = (options.failover_timeout + DEAD_FOR).as_nanos() as u64;
+    let mut next = Vec::with_capacity(killed_at.len() * trace.replies_at_unix_ns.len());
+    let mut longest = Vec::with_capacity(next.capacity());
+    for &kill in &killed_at {
+        for replies in &trace.replies_at_unix_ns {
+            let mut after = replies.iter().filter(|&&at| at > kill).peekable();
+            let Some(&&first) = after.peek() else {
+                bail!("a client had no reply after a kill");
+            };
+            next.push(Duration::from_nanos(first - kill));
+            let (mut previous, mut wait) = (kill, 0);
+            for &at in after {
+                wait = wait.max(at - previous);
+                previous = at;
+                if at > kill + horizon {
+                    break;
+                }
+            }
+            longest.push(Duration::from_nanos(wait));
+        }
+    }
+    let answered = trace.rtts_ns.len() as u64;
+    let elapsed = Duration::from_nanos(trace.elapsed_ns);
+    let throughput = answered as f64 / elapsed.as_secs_f64().max(1e-9);
+    let ms = |samples: &[Duration]| {
+        samples
+            .iter()
+            .max()
+            .copied()
+            .unwrap_or_default()
+            .as_secs_f64()
+            * 1e3
+    };
+    let (to_next, to_longest) = (percentiles(&next), percentiles(&longest));
+    let waited_a_timeout = longest
+        .iter()
+        .filter(|&&wait| wait >= options.failover_timeout)
+        .count();
+    eprintln!(
+        "bench: failover / {} kills x {} clients: from a kill to the next reply p50 {:.1} ms, \
+         p99 {:.1} ms, max {:.1} ms; longest wait for a reply p50 {:.1} ms, p99 {:.1} ms, \
+         max {:.1} ms; {waited_a_timeout} of {} waited a timeout; {} resends, {} lost",
+        killed_at.len(),
+        trace.replies_at_unix_ns.len(),
+        to_next.p50_ms,
+        to_next.p99_ms,
+        ms(&next),
+        to_longest.p50_ms,
+        to_longest.p99_ms,
+        ms(&longest),
+        longest.len(),
+        trace.resends,
+        trace.lost
+    );
+    let row = |what: &str, latency| Row {
+        scenario: "failover".into(),
+        variant: format!("{} SIGKILLs; p = {what}", killed_at.len()),
+        baseline: false,
+        clients: options.clients,
+        workers: options.workers,
+        answered,
+        lost: trace.lost,
+        throughput,
+        throughput_runs: vec![throughput],
+        latency,
+        server_rss_mib: None,
+        server_cpu_s: None,
+        ratio: None,
+    };
+    Ok(vec![
+        row("kill to next reply", to_next),
+        row("longest wait", to_longest),
+    ])
 }

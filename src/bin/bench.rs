@@ -4,7 +4,7 @@
 //! 127.0.0.1, and prints one table (`--json` for machines):
 //!
 //! ```text
-//! cargo run --release --bin bench -- all                 # every scenario, about a minute
+//! cargo run --release --bin bench -- all                 # every scenario, under two minutes
 //! cargo run --release --bin bench -- broker --clients 8  # one scenario, other sizes
 //! cargo run --release --bin bench -- all --json > report.json
 //! cargo run --release --bin bench -- chart report.json docs/bench.svg
@@ -18,14 +18,28 @@
 //! | `balance` | what does load balancing buy with one slow worker? | round robin |
 //! | `scale` | do 1000 clients get through, and in how much memory? | 1 client |
 //! | `page` | what does the live page (`broker --http`) cost while watched? | the lb broker without it |
+//! | `failover` | what do two brokers cost, and what does a broker's death cost? | 1 broker |
 //!
 //! The role binaries (`reqrep_server`, `broker`, ...) are run from the same
 //! directory as this one; run through `cargo run`, the bench builds them
 //! first. The CURVE rows need a build with CURVE (`cargo run --release
 //! --config .cargo/system-libzmq.toml --bin bench -- ...`); others leave them
 //! out. The machine is noisy: compare ratios measured in one run, and prefer
-//! `--repeat` (default 5, rows report the median run). The code is in
+//! `--repeat` (default 5, rows report the median run). Each run asks for
+//! `--run-ms` at most (or its request count, if that comes first), so every
+//! variant of a scenario is measured over the same time. The code is in
 //! `src/bench/`.
+//!
+//! `failover` has two kinds of rows. The first two compare throughput with
+//! one lb broker and with two (workers and clients connected to both). The
+//! last two come from one run in which Lazy Pirate clients (the suite's own
+//! `ReliableReq`, `--failover-timeout-ms`) ask through two brokers while
+//! one of them is SIGKILLed `--kills` times (the first, then the second, and
+//! so on), each time left dead for one client timeout and started again on
+//! its ports. Their latency columns are not round trips but, over every
+//! kill and client, the time from the kill to the client's next reply, and
+//! the longest the client waited for a reply until the broker was back.
+//! `lost` counts the requests a client gave up on: it must be 0.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -63,6 +77,8 @@ enum Command {
     Scale(RunArgs),
     /// The lb broker with its live page watched (--http), and without
     Page(RunArgs),
+    /// Two lb brokers against one, and one of them SIGKILLed again and again
+    Failover(RunArgs),
     /// Draw the SVG chart of a JSON report
     Chart {
         /// A report written by `--json`
@@ -116,6 +132,18 @@ struct RunArgs {
     /// Runs of each variant; the table shows the median run
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=20))]
     repeat: u64,
+    /// Each run sends no new request after this long (ms), even short of
+    /// its count: the same time for every variant of a scenario
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    run_ms: u64,
+    /// Broker kills in the failover scenario (alternately one broker, then
+    /// the other)
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    kills: u64,
+    /// The Lazy Pirate clients' --timeout-ms in the failover scenario: what
+    /// a request that dies with its broker costs
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+    failover_timeout_ms: u64,
     /// Longest one run may take; requests unanswered by then count as lost
     #[arg(long, default_value_t = 60)]
     max_seconds: u64,
@@ -143,6 +171,9 @@ impl RunArgs {
             scale_steps: self.scale_steps.clone(),
             scale_requests: self.scale_requests,
             repeat: self.repeat as usize,
+            run: Duration::from_millis(self.run_ms),
+            kills: self.kills as usize,
+            failover_timeout: Duration::from_millis(self.failover_timeout_ms),
             max_run: Duration::from_secs(self.max_seconds),
         };
         if self.tiny {
@@ -151,6 +182,7 @@ impl RunArgs {
             options.balance_requests = 20;
             options.scale_requests = 200;
             options.repeat = 1;
+            options.kills = 2;
         }
         options
     }
@@ -169,6 +201,8 @@ enum Peer {
         count: u64,
         #[arg(long)]
         size: usize,
+        #[arg(long)]
+        run_ms: u64,
     },
     TcpServer {
         #[arg(long)]
@@ -183,6 +217,8 @@ enum Peer {
         count: u64,
         #[arg(long)]
         size: usize,
+        #[arg(long)]
+        run_ms: u64,
     },
     Proxy {
         #[arg(long)]
@@ -203,6 +239,8 @@ enum Peer {
         window: u64,
         #[arg(long)]
         size: usize,
+        #[arg(long)]
+        run_ms: u64,
     },
     Viewer {
         #[arg(long)]
@@ -221,6 +259,8 @@ enum Peer {
         size: usize,
         #[arg(long)]
         stall_s: u64,
+        #[arg(long)]
+        run_ms: u64,
         /// CURVE: the server's public key (with --curve-secret-key-file);
         /// it may start with '-', a Z85 character
         #[arg(long, allow_hyphen_values = true)]
@@ -228,6 +268,18 @@ enum Peer {
         /// CURVE: the clients' secret key file
         #[arg(long)]
         curve_secret_key_file: Option<PathBuf>,
+    },
+    FailoverClients {
+        #[arg(long)]
+        connect: String,
+        #[arg(long)]
+        clients: usize,
+        #[arg(long)]
+        timeout_ms: u64,
+        #[arg(long)]
+        retries: u32,
+        #[arg(long)]
+        size: usize,
     },
 }
 
@@ -257,6 +309,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 scenarios::balance,
                 scenarios::scale,
                 bench::page::page,
+                scenarios::failover,
             ],
         ),
         Command::Reqrep(args) => (args, vec![scenarios::reqrep]),
@@ -265,6 +318,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Balance(args) => (args, vec![scenarios::balance]),
         Command::Scale(args) => (args, vec![scenarios::scale]),
         Command::Page(args) => (args, vec![bench::page::page]),
+        Command::Failover(args) => (args, vec![scenarios::failover]),
     };
     build_roles()?;
     zmq_reqrep::plumbing::limits::raise_open_files();
@@ -351,13 +405,15 @@ fn run_peer(peer: Peer) -> anyhow::Result<()> {
             connect,
             count,
             size,
-        } => peers::req_bare(&connect, count, size),
+            run_ms,
+        } => peers::req_bare(&connect, count, size, Duration::from_millis(run_ms)),
         Peer::TcpServer { bind, size } => peers::tcp_server(&bind, size),
         Peer::TcpClient {
             connect,
             count,
             size,
-        } => peers::tcp_client(&connect, count, size),
+            run_ms,
+        } => peers::tcp_client(&connect, count, size, Duration::from_millis(run_ms)),
         Peer::Proxy { frontend, backend } => peers::proxy(&frontend, &backend),
         Peer::RouterEcho { bind } => peers::router_echo(&bind),
         Peer::Viewer { address, viewers } => bench::page::viewer(&address, viewers),
@@ -366,13 +422,15 @@ fn run_peer(peer: Peer) -> anyhow::Result<()> {
             count,
             window,
             size,
-        } => peers::dealer_pipeline(&connect, count, window, size),
+            run_ms,
+        } => peers::dealer_pipeline(&connect, count, window, size, Duration::from_millis(run_ms)),
         Peer::Fleet {
             connect,
             clients,
             requests,
             size,
             stall_s,
+            run_ms,
             curve_server_key,
             curve_secret_key_file,
         } => {
@@ -388,8 +446,16 @@ fn run_peer(peer: Peer) -> anyhow::Result<()> {
                 requests,
                 size,
                 Duration::from_secs(stall_s),
+                Duration::from_millis(run_ms),
                 &credentials,
             )
         }
+        Peer::FailoverClients {
+            connect,
+            clients,
+            timeout_ms,
+            retries,
+            size,
+        } => peers::failover_clients(&connect, clients, timeout_ms, retries, size),
     }
 }

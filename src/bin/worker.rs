@@ -25,6 +25,35 @@
 //! `--crash-after N` and `--hang-after N` make it die or freeze, for the
 //! "what if a server dies?" experiment. Stopped (Ctrl-C, SIGTERM) in the
 //! middle of `--work-ms`, a worker sends no reply: the work was not done.
+//!
+//! ## Two brokers, no single point of failure
+//!
+//! `--connect` takes several backends (repeated, or separated by commas),
+//! and the worker serves every broker it is connected to, so that either
+//! broker may die while the other goes on (`docker-compose.failover.yml`):
+//!
+//! ```text
+//! cargo run --bin worker -- --connect tcp://localhost:5556,tcp://localhost:5558
+//! ```
+//!
+//! - plain: one REP socket connected to both. A REP fair-queues: it takes
+//!   one request at a time, from each connection that has one in turn, and
+//!   sends the reply back over the connection its request came in on (the
+//!   envelope it kept says which). When both brokers hand it a request at
+//!   once, the second waits in libzmq's queue for its connection until the
+//!   first is answered. A proxy broker's DEALER does not know the worker is
+//!   busy, so round robin may still queue requests behind a slow worker.
+//! - `--mode lb`: one DEALER per broker, each with its own READY,
+//!   heartbeats, liveness and reconnection back-off; a request from one
+//!   broker that comes while the worker serves the other's is queued and
+//!   served next (see `src/lb_worker.rs`).
+//!
+//! Both set ZMQ_IMMEDIATE: a request that came from a broker that has died
+//! since, and was not read yet, is thrown away rather than worked on, and a
+//! reply for a broker whose connection broke is dropped rather than kept
+//! for whichever process listens at its address next. The client resends
+//! either request after its timeout, and the resend reaches the broker that
+//! is alive.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -59,9 +88,17 @@ enum Mode {
 #[derive(Parser, Debug)]
 #[command(version, long_about = None)]
 struct Args {
-    /// The broker's backend endpoint
-    #[arg(long, env, default_value = "tcp://localhost:5556", value_parser = endpoint::parse_connect, value_name = "ENDPOINT")]
-    connect: String,
+    /// The broker's backend endpoint; repeat it or separate with commas to
+    /// serve several brokers at once
+    #[arg(
+        long,
+        env,
+        value_delimiter = ',',
+        default_value = "tcp://localhost:5556",
+        value_parser = endpoint::parse_connect,
+        value_name = "ENDPOINT"
+    )]
+    connect: Vec<String>,
 
     /// Which broker protocol to speak ("proxy" also means plain, so that
     /// one MODE variable can set broker and workers alike)
@@ -98,12 +135,21 @@ fn run(args: &Args) -> anyhow::Result<()> {
     // What every socket presents to the broker (src/security/).
     zmq_reqrep::security::credentials::install(&args.security)?;
     let ctx = zmq::Context::new();
+    let endpoints = args.connect.join(", ");
+    if let Some(twice) = listed_twice(&args.connect) {
+        return Err(UsageError {
+            option: "--connect",
+            value: twice.to_owned(),
+            reason: "listed twice: connect to each broker once".into(),
+        }
+        .into());
+    }
 
     let replies = match args.mode {
         Mode::Lb => {
-            info!("lb worker connecting to {}", args.connect);
+            info!("lb worker connecting to {endpoints}");
             let settings = lb_worker::Settings {
-                endpoint: args.connect.clone(),
+                endpoints: args.connect.clone(),
                 name: args.name.name.clone(),
                 reply,
                 work,
@@ -119,15 +165,22 @@ fn run(args: &Args) -> anyhow::Result<()> {
             let socket = ctx.socket(zmq::REP)?;
             socket.set_linger(LINGER_MS)?;
             socket.set_rcvtimeo(CHECK_INTERVAL_MS)?; // wake up to notice Ctrl-C
+            socket.set_immediate(true)?; // nothing kept for a dead broker (see above)
             credentials::apply(&socket)?; // src/security/: what the broker may ask for
             watch = Watch::new(&ctx, &socket)?; // says so if the broker refuses a REP
-            socket
-                .connect(&args.connect)
-                .map_err(UsageError::at("--connect", &args.connect))?;
-            info!("REP worker connecting to {}", args.connect);
+            for endpoint in &args.connect {
+                socket
+                    .connect(endpoint)
+                    .map_err(UsageError::at("--connect", endpoint))?;
+            }
+            info!("REP worker connecting to {endpoints}");
 
             let mut replies = 0u64;
-            while let Some(request) = next_request(&socket, &mut watch, &shutdown, &args.connect)? {
+            let who = match args.connect.as_slice() {
+                [one] => format!("the broker at {one}"),
+                _ => format!("a broker at one of {endpoints}"),
+            };
+            while let Some(request) = next_request(&socket, &mut watch, &shutdown, &who)? {
                 info!("request {}", show_frames(&request));
                 if args.faults.hang_if_due(replies, &shutdown) {
                     break;
@@ -149,27 +202,36 @@ fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An endpoint that `--connect` lists more than once: a second connection
+/// to one broker would make it count this worker twice.
+fn listed_twice(endpoints: &[String]) -> Option<&str> {
+    endpoints
+        .iter()
+        .enumerate()
+        .find(|(i, endpoint)| endpoints[..*i].contains(endpoint))
+        .map(|(_, endpoint)| endpoint.as_str())
+}
+
 /// The next request for the REP worker, or `None` once a stop is asked
-/// for. Meanwhile, says once if the broker refused the connection: a REP
+/// for. Meanwhile, says once if a broker refused the connection: a REP
 /// cannot talk to the ROUTER backend of `broker --mode lb`, and libzmq
 /// then gives up without a word.
 fn next_request(
     socket: &zmq::Socket,
     watch: &mut Watch,
     shutdown: &Shutdown,
-    endpoint: &str,
+    who: &str,
 ) -> zmq::Result<Option<Vec<Vec<u8>>>> {
     while !shutdown.requested() {
         if watch.changes().contains(&Change::Refused) {
             match explain_refusal(watch.handshake_failure()) {
                 // A ZAP refusal or a mechanism mismatch says why.
-                Some(why) => warn!("the broker at {endpoint} {why}"),
+                Some(why) => warn!("{who} {why}"),
                 // A socket type mismatch closes the connection without a reason.
                 None => warn!(
-                    "the broker at {endpoint} refused this REP worker during the ZeroMQ \
-                     handshake: a REP worker can join a broker whose backend is a DEALER \
-                     (--mode proxy); for a broker started with --mode lb, start this worker \
-                     with --mode lb"
+                    "{who} refused this REP worker during the ZeroMQ handshake: a REP worker \
+                     can join a broker whose backend is a DEALER (--mode proxy); for a broker \
+                     started with --mode lb, start this worker with --mode lb"
                 ),
             }
         }

@@ -20,7 +20,13 @@
 //! this one sees it hang up (HANDSHAKE_FAILED_NO_DETAIL) and libzmq
 //! reconnects every 100 ms (ZMQ_RECONNECT_IVL) to be refused again: either
 //! way, [`Change::Refused`] is reported once per [`Watch`].
+//!
+//! A socket may connect to several endpoints (a worker serving two brokers):
+//! each event names the endpoint of its connection, and the state is kept
+//! for each endpoint, so that one connection coming up cannot hide
+//! another's refusal.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Something that happened to the watched socket's connection.
@@ -47,8 +53,8 @@ pub enum Change {
 pub struct Watch {
     events: zmq::Socket,
     handshakes: u64,
-    in_handshake: bool,
-    up: bool,
+    /// Per endpoint (as libzmq names it in the event): (in handshake, up).
+    endpoints: HashMap<Vec<u8>, (bool, bool)>,
     refused: bool,
     /// The last HANDSHAKE_FAILED_* event and its value, for
     /// [`Watch::handshake_failure`].
@@ -76,8 +82,7 @@ impl Watch {
         Ok(Watch {
             events,
             handshakes: 0,
-            in_handshake: false,
-            up: false,
+            endpoints: HashMap::new(),
             refused: false,
             failure: None,
         })
@@ -90,7 +95,7 @@ impl Watch {
 
     /// Whether a connection is up (its handshake done, not closed since).
     pub fn is_up(&self) -> bool {
-        self.up
+        self.endpoints.values().any(|&(_, up)| up)
     }
 
     /// The last handshake failure libzmq reported (a `HANDSHAKE_FAILED_*`
@@ -119,35 +124,37 @@ impl Watch {
                 .map_or(0, |bytes| {
                     u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
                 });
-            if let Some(change) = self.apply(event, value) {
+            let endpoint = frames.get(1).cloned().unwrap_or_default();
+            if let Some(change) = self.apply(event, value, endpoint) {
                 changes.push(change);
             }
         }
         changes
     }
 
-    fn apply(&mut self, event: u16, value: u32) -> Option<Change> {
+    fn apply(&mut self, event: u16, value: u32, endpoint: Vec<u8>) -> Option<Change> {
         const CONNECTED: u16 = zmq::SocketEvent::CONNECTED as u16;
         const HANDSHAKE_SUCCEEDED: u16 = zmq::SocketEvent::HANDSHAKE_SUCCEEDED as u16;
         const DISCONNECTED: u16 = zmq::SocketEvent::DISCONNECTED as u16;
+        let (in_handshake, up) = self.endpoints.entry(endpoint).or_default();
         match event {
             CONNECTED => {
-                self.in_handshake = true;
+                *in_handshake = true;
                 None
             }
             HANDSHAKE_SUCCEEDED => {
-                self.in_handshake = false;
-                self.up = true;
+                *in_handshake = false;
+                *up = true;
                 self.handshakes += 1;
                 Some(Change::Up {
                     first: self.handshakes == 1,
                 })
             }
-            DISCONNECTED if self.in_handshake => {
-                self.in_handshake = false;
+            DISCONNECTED if *in_handshake => {
+                *in_handshake = false;
                 (!std::mem::replace(&mut self.refused, true)).then_some(Change::Refused)
             }
-            DISCONNECTED => std::mem::take(&mut self.up).then_some(Change::Down),
+            DISCONNECTED => std::mem::take(up).then_some(Change::Down),
             // A HANDSHAKE_FAILED_* event comes just before its DISCONNECTED.
             _ => {
                 self.failure = Some((event, value));

@@ -1,0 +1,578 @@
+//! Issue 13, no single point of failure: two brokers side by side, workers
+//! and clients connected to both, and either broker killed (SIGKILL) under
+//! load. Every request is answered exactly once as far as each client can
+//! tell, and the broker that comes back is served again.
+//!
+//! The first tests pin down the worker's side with brokers of the test's
+//! own (ROUTER sockets), so that each event happens exactly when the test
+//! says; the last ones run the real binaries, as the compose experiment
+//! does.
+
+mod common;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const READY: u8 = 0x01;
+const HEARTBEAT: u8 = 0x02;
+
+/// A ROUTER of the test's own, as a broker's backend, on `endpoint`
+/// (`tcp://127.0.0.1:*` for any free port). Returns it and where it listens.
+fn fake_broker(ctx: &zmq::Context, endpoint: &str) -> (zmq::Socket, String) {
+    let router = ctx.socket(zmq::ROUTER).unwrap();
+    router.set_linger(0).unwrap();
+    router.set_rcvtimeo(10_000).unwrap();
+    router.set_sndtimeo(10_000).unwrap();
+    router.bind(endpoint).unwrap();
+    let endpoint = router.get_last_endpoint().unwrap().unwrap();
+    (router, endpoint)
+}
+
+/// The next message from a worker that is not a HEARTBEAT (within 10 s).
+fn next_message(router: &zmq::Socket) -> Vec<Vec<u8>> {
+    loop {
+        let frames = router.recv_multipart(0).expect("a message from the worker");
+        if frames[1..] != [vec![HEARTBEAT]] {
+            return frames;
+        }
+    }
+}
+
+/// Everything but heartbeats that reaches each broker within `wait`,
+/// while each heartbeats to its worker as a broker does (so that the
+/// worker never finds it silent): `(router, worker id)` in, one list of
+/// messages per broker out.
+fn messages_within(brokers: &[(&zmq::Socket, &[u8])], wait: Duration) -> Vec<Vec<Vec<Vec<u8>>>> {
+    let deadline = Instant::now() + wait;
+    let mut got = vec![Vec::new(); brokers.len()];
+    while Instant::now() < deadline {
+        for (i, (router, worker)) in brokers.iter().enumerate() {
+            let _ = router.send_multipart([*worker, &[HEARTBEAT][..]], zmq::DONTWAIT);
+            while let Ok(frames) = router.recv_multipart(zmq::DONTWAIT) {
+                if frames[1..] != [vec![HEARTBEAT]] {
+                    got[i].push(frames);
+                }
+            }
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    got
+}
+
+fn lb_worker(endpoints: &[&str], name: &str, heartbeat_ms: &str, extra: &[&str]) -> Proc {
+    let connect = endpoints.join(",");
+    let mut args = vec![
+        "--connect",
+        &connect,
+        "--mode",
+        "lb",
+        "--name",
+        name,
+        "--heartbeat-ms",
+        heartbeat_ms,
+    ];
+    args.extend_from_slice(extra);
+    Proc::start(WORKER, &args)
+}
+
+/// `[worker id, client, "", body]`, as a broker hands a request to a worker.
+fn send_request(router: &zmq::Socket, worker: &[u8], client: &str, body: &str) {
+    router
+        .send_multipart([worker, client.as_bytes(), b"", body.as_bytes()], 0)
+        .unwrap();
+}
+
+// --- the worker's side, against brokers of the test's own -------------------
+
+#[test]
+fn lb_worker_serves_two_brokers_and_queues_the_second_request_that_comes_at_once() {
+    let ctx = zmq::Context::new();
+    let (one, one_endpoint) = fake_broker(&ctx, "tcp://127.0.0.1:*");
+    let (two, two_endpoint) = fake_broker(&ctx, "tcp://127.0.0.1:*");
+    let worker = lb_worker(
+        &[&one_endpoint, &two_endpoint],
+        "w",
+        "1000",
+        &["--work-ms", "800"],
+    );
+    // Its own READY to each broker.
+    let ready_one = next_message(&one);
+    let ready_two = next_message(&two);
+    assert_eq!(ready_one[1..], [vec![READY], b"w".to_vec()]);
+    assert_eq!(ready_two[1..], [vec![READY], b"w".to_vec()]);
+    let (id_one, id_two) = (ready_one[0].clone(), ready_two[0].clone());
+
+    // Each broker takes the worker for idle: both hand it a request.
+    send_request(&one, &id_one, "client-a", "from one");
+    worker.wait_log("request b\"from one\" from client", SOON);
+    send_request(&two, &id_two, "client-b", "from two");
+    let queued = worker.wait_log("queued, next in line", SOON);
+    assert!(queued.contains(&format!("via {two_endpoint}")), "{queued}");
+    assert!(queued.contains(&format!("via {one_endpoint}")), "{queued}");
+
+    // Each reply to the broker its request came from, in its envelope.
+    assert_eq!(
+        next_message(&one),
+        [
+            id_one.clone(),
+            b"client-a".to_vec(),
+            vec![],
+            b"World".to_vec()
+        ]
+    );
+    assert_eq!(
+        next_message(&two),
+        [
+            id_two.clone(),
+            b"client-b".to_vec(),
+            vec![],
+            b"World".to_vec()
+        ]
+    );
+    // And then nothing but heartbeats: no second reply, and no READY (a
+    // reply already says "idle" to the broker that gets it).
+    let more = messages_within(
+        &[(&one, &id_one), (&two, &id_two)],
+        Duration::from_millis(1500),
+    );
+    assert!(
+        more.iter().all(Vec::is_empty),
+        "the brokers got more: {more:?}"
+    );
+    // Served one after the other: the second after the first's reply.
+    let log = worker.stderr();
+    let at = |needle: &str| log.iter().position(|line| line.contains(needle));
+    assert!(at("request b\"from one\"") < at("request b\"from two\" from client"));
+}
+
+#[test]
+fn lb_worker_sends_no_reply_to_a_broker_restarted_since_the_request_came() {
+    let ctx = zmq::Context::new();
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let (broker, _) = fake_broker(&ctx, &endpoint);
+    let worker = lb_worker(&[&endpoint], "w", "1000", &["--work-ms", "1500"]);
+    let id = next_message(&broker)[0].clone();
+    send_request(&broker, &id, "client-a", "Hello");
+    worker.wait_log("request b\"Hello\"", SOON);
+
+    // The broker dies with the request, and a new one takes its place at
+    // once, on the same address: it knows nothing of that request.
+    drop(broker);
+    worker.wait_log(
+        &format!("connection to the broker at {endpoint} lost"),
+        SOON,
+    );
+    let (restarted, _) = fake_broker(&ctx, &endpoint);
+    let ready = next_message(&restarted);
+    assert_eq!(
+        ready[1..],
+        [vec![READY], b"w".to_vec()],
+        "READY to the new broker"
+    );
+    let new_id = ready[0].clone();
+
+    // The work done, the reply would be a stale one for the new broker.
+    let said = worker.wait_log("not sent", SOON);
+    assert!(said.contains("client 636c69656e742d61"), "{said}");
+    let got = messages_within(&[(&restarted, &new_id)], Duration::from_millis(1000)).remove(0);
+    assert!(
+        got.iter().all(|frames| frames[1] == [READY]),
+        "the restarted broker got {got:?}"
+    );
+}
+
+#[test]
+fn lb_worker_drops_the_queued_request_of_a_broker_that_died_meanwhile() {
+    let ctx = zmq::Context::new();
+    let (one, one_endpoint) = fake_broker(&ctx, "tcp://127.0.0.1:*");
+    let (two, two_endpoint) = fake_broker(&ctx, "tcp://127.0.0.1:*");
+    let worker = lb_worker(
+        &[&one_endpoint, &two_endpoint],
+        "w",
+        "1000",
+        &["--work-ms", "1500"],
+    );
+    let id_one = next_message(&one)[0].clone();
+    let id_two = next_message(&two)[0].clone();
+    send_request(&one, &id_one, "client-a", "first");
+    worker.wait_log("request b\"first\"", SOON);
+    send_request(&two, &id_two, "client-b", "second");
+    worker.wait_log("queued, next in line", SOON);
+    // Broker two dies with its request waiting in the worker.
+    drop(two);
+    worker.wait_log(
+        &format!("connection to the broker at {two_endpoint} lost"),
+        SOON,
+    );
+
+    assert_eq!(
+        next_message(&one),
+        [id_one, b"client-a".to_vec(), vec![], b"World".to_vec()]
+    );
+    let said = worker.wait_log("not served", SOON);
+    assert!(said.contains(&two_endpoint), "{said}");
+    // Its work was never started: the client resends it elsewhere.
+    thread::sleep(Duration::from_millis(300));
+    let log = worker.stderr();
+    assert!(
+        !log.iter()
+            .any(|line| line.contains("request b\"second\" from")),
+        "{log:#?}"
+    );
+}
+
+#[test]
+fn lb_worker_paused_for_less_than_three_heartbeats_still_announces_itself_again() {
+    // A broker forgets a worker it has not heard from for 3 heartbeats,
+    // counted from the worker's last message, which may have left up to a
+    // heartbeat before the worker was stopped: a pause of 2.5 heartbeats
+    // can be enough. (Seen: a worker resumed just after the broker expired
+    // it, and stayed nameless there for good.)
+    let ctx = zmq::Context::new();
+    let (broker, endpoint) = fake_broker(&ctx, "tcp://127.0.0.1:*");
+    let mut worker = lb_worker(&[&endpoint], "w", "200", &[]);
+    let id = next_message(&broker)[0].clone();
+    // Heartbeats both ways for a while, as a broker's, so that the worker
+    // finds nothing amiss before or after its pause...
+    let before = messages_within(&[(&broker, &id)], Duration::from_millis(600)).remove(0);
+    assert!(before.is_empty(), "{before:?}");
+    // ...which comes right after one of its heartbeats: 2.5 heartbeats, so
+    // that the broker hears nothing for 2.5 to 3.5.
+    let mut next = broker.recv_multipart(0).expect("a heartbeat");
+    for _ in 0..100 {
+        if next[1..] == [vec![HEARTBEAT]] {
+            break;
+        }
+        next = broker.recv_multipart(0).expect("a heartbeat");
+    }
+    assert_eq!(next[1..], [vec![HEARTBEAT]]);
+    worker.signal(libc::SIGSTOP);
+    let during = messages_within(&[(&broker, &id)], Duration::from_millis(500)).remove(0);
+    worker.signal(libc::SIGCONT);
+    assert!(during.is_empty(), "{during:?}");
+    let got = messages_within(&[(&broker, &id)], Duration::from_millis(1000)).remove(0);
+    assert!(
+        got.iter()
+            .any(|frames| frames[1..] == [vec![READY], b"w".to_vec()]),
+        "no READY after the pause: {got:?}"
+    );
+}
+
+#[test]
+fn plain_worker_serves_two_brokers_each_reply_on_its_own_connection() {
+    let ctx = zmq::Context::new();
+    // Two DEALER backends, as two proxy brokers have.
+    let backends: Vec<(zmq::Socket, String)> = (0..2)
+        .map(|_| {
+            let dealer = ctx.socket(zmq::DEALER).unwrap();
+            dealer.set_linger(0).unwrap();
+            dealer.set_rcvtimeo(10_000).unwrap();
+            dealer.set_sndtimeo(10_000).unwrap();
+            dealer.bind("tcp://127.0.0.1:*").unwrap();
+            let endpoint = dealer.get_last_endpoint().unwrap().unwrap();
+            (dealer, endpoint)
+        })
+        .collect();
+    let connect = format!("{},{}", backends[0].1, backends[1].1);
+    let worker = Proc::start(WORKER, &["--connect", &connect, "--work-ms", "300"]);
+    worker.wait_log("REP worker connecting to", SOON);
+    // The DEALER queues a request until the worker's connection is up.
+    for (i, (dealer, _)) in backends.iter().enumerate() {
+        let client = format!("client-{i}");
+        dealer
+            .send_multipart([client.as_bytes(), b"", b"Hello"], 0)
+            .unwrap();
+    }
+    for (i, (dealer, _)) in backends.iter().enumerate() {
+        let reply = dealer.recv_multipart(0).expect("a reply");
+        assert_eq!(
+            reply,
+            [
+                format!("client-{i}").into_bytes(),
+                vec![],
+                b"World".to_vec()
+            ]
+        );
+        dealer.set_rcvtimeo(700).unwrap();
+        assert!(dealer.recv_multipart(0).is_err(), "a second reply");
+    }
+    worker.wait_log_count("request b\"Hello\"", 2, SOON);
+}
+
+#[test]
+fn worker_refuses_an_endpoint_listed_twice() {
+    for mode in ["plain", "lb"] {
+        let mut worker = Proc::start(
+            WORKER,
+            &[
+                "--mode",
+                mode,
+                "--connect",
+                "tcp://127.0.0.1:5999,tcp://127.0.0.1:5999",
+            ],
+        );
+        worker.expect_exit(2, SOON);
+        let said = worker.wait_log("listed twice", SOON);
+        assert!(said.contains("'--connect'"), "{said}");
+    }
+}
+
+// --- the real binaries: kill a broker under load -------------------------------
+
+/// Starts a broker on endpoints chosen in advance, so that it can be
+/// restarted on the same ones.
+fn broker_on(mode: &str, frontend: &str, backend: &str, heartbeat_ms: &str) -> Proc {
+    let broker = Proc::start(
+        BROKER,
+        &[
+            "--mode",
+            mode,
+            "--frontend",
+            frontend,
+            "--backend",
+            backend,
+            "--heartbeat-ms",
+            heartbeat_ms,
+        ],
+    );
+    broker.wait_log("frontend ROUTER on", SOON);
+    broker
+}
+
+/// The request numbers of a client's reply lines, in the order printed.
+fn replied(client: &Proc) -> Vec<u64> {
+    reply_lines(client)
+        .iter()
+        .map(|line| {
+            let seq = line.split_whitespace().find(|word| word.starts_with('#'));
+            seq.and_then(|word| word[1..].parse().ok())
+                .unwrap_or_else(|| panic!("no #N in {line:?}"))
+        })
+        .collect()
+}
+
+/// The resends a client counted in its summary ("3 resends", "1 resend").
+fn resends(client: &Proc) -> u64 {
+    let summary = client
+        .stdout()
+        .into_iter()
+        .find(|line| line.contains(" done: "))
+        .expect("a summary line");
+    let words: Vec<&str> = summary.split_whitespace().collect();
+    let at = words
+        .iter()
+        .position(|word| word.starts_with("resend"))
+        .unwrap_or_else(|| panic!("no resends in {summary:?}"));
+    words[at - 1].parse().unwrap()
+}
+
+struct Failover {
+    /// What the test measured, for its output.
+    reregistered_after: Duration,
+}
+
+/// Two brokers in `mode`, two workers and three clients connected to both,
+/// 100 requests each; broker 1 is SIGKILLed mid-run, then restarted on the
+/// same ports.
+fn kill_a_broker_under_load(mode: &str) -> Failover {
+    const HEARTBEAT_MS: u64 = 250;
+    let heartbeat = HEARTBEAT_MS.to_string();
+    let ports: Vec<String> = (0..4)
+        .map(|_| format!("tcp://127.0.0.1:{}", free_port()))
+        .collect();
+    let (front1, back1, front2, back2) = (&ports[0], &ports[1], &ports[2], &ports[3]);
+    let mut broker1 = broker_on(mode, front1, back1, &heartbeat);
+    let broker2 = broker_on(mode, front2, back2, &heartbeat);
+    let backends = format!("{back1},{back2}");
+    let worker_mode = if mode == "lb" { "lb" } else { "plain" };
+    let mut workers: Vec<Proc> = (1..=2)
+        .map(|i| {
+            Proc::start(
+                WORKER,
+                &[
+                    "--connect",
+                    &backends,
+                    "--mode",
+                    worker_mode,
+                    "--heartbeat-ms",
+                    &heartbeat,
+                    // A little work: requests are in the brokers' and the
+                    // workers' hands when broker 1 dies, and are resent.
+                    "--work-ms",
+                    "10",
+                    "--name",
+                    &format!("w{i}"),
+                ],
+            )
+        })
+        .collect();
+    // Both workers joined both brokers.
+    let joined = if mode == "lb" {
+        ") ready"
+    } else {
+        "backend: 127.0.0.1"
+    };
+    broker1.wait_log_count(joined, 2, SOON);
+    broker2.wait_log_count(joined, 2, SOON);
+
+    let frontends = format!("{front1},{front2}");
+    let mut clients: Vec<Proc> = (1..=3)
+        .map(|i| {
+            Proc::start(
+                BROKER_CLIENT,
+                &[
+                    "--connect",
+                    &frontends,
+                    "--count",
+                    "100",
+                    // Back to back: a request of each client is almost
+                    // always in a broker's or a worker's hands.
+                    "--interval-ms",
+                    "0",
+                    "--timeout-ms",
+                    "1000",
+                    "--retries",
+                    "3",
+                    "--name",
+                    &format!("c{i}"),
+                ],
+            )
+        })
+        .collect();
+    for client in &clients {
+        client.wait_out_count(" got ", 20, SOON);
+    }
+    broker1.signal(libc::SIGKILL);
+    assert!(broker1.wait_exit(SOON).is_some());
+    let at_kill: Vec<usize> = clients.iter().map(|c| reply_lines(c).len()).collect();
+    // Served on by broker 2 alone for a while...
+    for (client, &before) in clients.iter().zip(&at_kill) {
+        assert!(before < 100, "the kill came too late: {at_kill:?}");
+        client.wait_out_count(" got ", (before + 10).min(100), SOON);
+    }
+    drop(broker1);
+
+    // ...then broker 1 is back on the same ports, and the workers join it
+    // again by themselves.
+    let back = Instant::now();
+    let broker1 = broker_on(mode, front1, back1, &heartbeat);
+    broker1.wait_log_count(joined, 2, SOON);
+    let reregistered_after = back.elapsed();
+    if mode == "lb" {
+        for name in ["w1", "w2"] {
+            broker1.wait_log(&format!("worker {name} ("), SOON);
+        }
+        assert!(
+            reregistered_after <= Duration::from_millis(20 * HEARTBEAT_MS),
+            "the workers joined the restarted broker only after {reregistered_after:?}"
+        );
+    }
+    // A request through broker 1 alone is answered.
+    let ctx = zmq::Context::new();
+    let req = test_req(&ctx, front1);
+    req.send("Hello", 0).unwrap();
+    assert_eq!(req.recv_bytes(0).unwrap(), b"World");
+
+    let mut delivered = 1; // that one
+    let mut resent = 0;
+    for client in &mut clients {
+        client.expect_exit(0, Duration::from_secs(60));
+        // One reply per request, in order: none lost, none taken twice.
+        assert_eq!(
+            replied(client),
+            (1..=100).collect::<Vec<u64>>(),
+            "{}",
+            client.label
+        );
+        delivered += 100;
+        resent += resends(client);
+    }
+    let served: Vec<u64> = workers
+        .iter_mut()
+        .map(|worker| {
+            worker.signal(libc::SIGTERM);
+            worker.expect_exit(0, SOON);
+            served(worker)
+        })
+        .collect();
+    let total: u64 = served.iter().sum();
+    // Every reply a client took was served once; a worker may also have
+    // served a request whose reply died with broker 1, which its client
+    // then resent: at most one per resend.
+    assert!(
+        (delivered..=delivered + resent).contains(&total),
+        "workers served {served:?}, {total} in all, for {delivered} replies and {resent} resends"
+    );
+    assert!(
+        served.iter().all(|&n| n > 0),
+        "a worker served nothing: {served:?}"
+    );
+    // Broker 2 kept serving meanwhile, and still does.
+    assert!(
+        broker2
+            .stderr()
+            .iter()
+            .any(|line| line.contains(" out in the last"))
+    );
+    eprintln!(
+        "{mode}: replies at the kill {at_kill:?}; {resent} resends; workers served {served:?}; \
+         workers back at the restarted broker after {reregistered_after:?}"
+    );
+    Failover { reregistered_after }
+}
+
+#[test]
+fn lb_either_broker_can_be_killed_under_load_and_nothing_is_lost() {
+    let failover = kill_a_broker_under_load("lb");
+    assert!(failover.reregistered_after > Duration::ZERO);
+}
+
+#[test]
+fn proxy_either_broker_can_be_killed_under_load_and_nothing_is_lost() {
+    kill_a_broker_under_load("proxy");
+}
+
+#[test]
+fn clients_resend_to_the_broker_that_is_alive() {
+    // The failover itself, seen from a client: a request that died with
+    // its broker costs one timeout, and its resend is answered by the other.
+    let ports: Vec<String> = (0..4)
+        .map(|_| format!("tcp://127.0.0.1:{}", free_port()))
+        .collect();
+    let mut broker1 = broker_on("lb", &ports[0], &ports[1], "1000");
+    let broker2 = broker_on("lb", &ports[2], &ports[3], "1000");
+    // Broker 1's only worker takes long: the request is in its hands when
+    // broker 1 dies. Broker 2 has a quick one.
+    let _slow = lb_worker(&[&ports[1]], "slow", "1000", &["--work-ms", "5000"]);
+    let _quick = lb_worker(&[&ports[3]], "quick", "1000", &[]);
+    broker1.wait_log("worker slow (", SOON);
+    broker2.wait_log("worker quick (", SOON);
+    let frontends = format!("{},{}", ports[0], ports[2]);
+    let mut client = Proc::start(
+        BROKER_CLIENT,
+        &[
+            "--connect",
+            &frontends,
+            "--count",
+            "4",
+            "--interval-ms",
+            "0",
+            "--timeout-ms",
+            "1500",
+        ],
+    );
+    // Round robin: one of the first two requests goes to broker 1.
+    broker1.wait_log("1 request in", SOON);
+    broker1.signal(libc::SIGKILL);
+    client.expect_exit(0, Duration::from_secs(30));
+    assert_eq!(replied(&client), [1, 2, 3, 4]);
+    assert_eq!(resends(&client), 1, "{:#?}", client.stdout());
+    let timeouts: Vec<String> = client
+        .stderr()
+        .into_iter()
+        .filter(|line| line.contains("no reply within"))
+        .collect();
+    assert_eq!(timeouts.len(), 1, "{timeouts:#?}");
+}
