@@ -39,8 +39,15 @@ from zmq.utils.monitor import recv_monitor_message
 LIFETIME = 60  # seconds
 
 
+_SAY = threading.Lock()
+
+
 def say(*parts):
-    print(*parts, flush=True)
+    # The monitor thread prints too: one line at a time, never interleaved.
+    line = " ".join(str(part) for part in parts) + "\n"
+    with _SAY:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 def watch(monitor):
