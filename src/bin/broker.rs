@@ -60,7 +60,6 @@ use zmq_reqrep::plumbing::endpoint::{self, last_endpoint};
 use zmq_reqrep::plumbing::exit::{self, UsageError};
 use zmq_reqrep::plumbing::listener;
 use zmq_reqrep::plumbing::shutdown::Shutdown;
-use zmq_reqrep::security::Gate;
 
 /// How the broker picks a worker for each request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -133,11 +132,11 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals().context("installing the Ctrl-C/SIGTERM handler")?;
-    listener::seed_routing_ids(); // before any socket (src/plumbing/listener.rs)
     let ctx = zmq::Context::new();
-    zmq_reqrep::plumbing::limits::raise_open_files(); // a descriptor per client
-    // Who may join (src/security/): a ZAP handler, started before the binds.
-    let gate = Gate::open(&ctx, &args.security)?;
+    // Hardening, one step (src/plumbing/listener.rs): who may join, limits,
+    // heartbeats, monitors. Declared before the sockets, it is dropped after
+    // them: they close first and let their last messages leave.
+    let hardening = listener::Hardening::new(&ctx, &args.limit, &args.security)?;
 
     // Clients' REQ sockets connect here. The ROUTER prepends each client's
     // identity to its requests and uses it to route the replies back.
@@ -156,13 +155,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
              with --mode lb",
         ),
     };
-    // Hardening, one step (src/plumbing/listener.rs): limits, linger, a
-    // monitor. Dropped at the end, before `ctx`, each closes its socket and
-    // lets the last messages leave.
-    let frontend = listener::harden(&ctx, frontend, "frontend", &args.limit)?;
-    let backend = listener::harden_with_hint(&ctx, backend, "backend", &args.limit, refused_hint)?;
-    for (socket, kind) in [(&frontend, "frontend"), (&backend, "backend")] {
-        gate.protect(socket, kind)?;
+    let frontend = hardening.apply(frontend, "frontend")?;
+    let backend = hardening.apply_with_hint(backend, "backend", refused_hint)?;
+    for socket in [&frontend, &backend] {
         if socket.get_socket_type()? == zmq::ROUTER {
             // Report a message for a peer that is gone instead of dropping it silently.
             socket.set_router_mandatory(true)?;

@@ -40,7 +40,6 @@ use zmq_reqrep::plumbing::exit::{self, UsageError};
 use zmq_reqrep::plumbing::listener;
 use zmq_reqrep::plumbing::logging::Count;
 use zmq_reqrep::plumbing::shutdown::{CHECK_INTERVAL_MS, Shutdown};
-use zmq_reqrep::security::Gate;
 
 /// A REP server: binds, then answers each request with one reply.
 #[derive(Parser, Debug)]
@@ -74,22 +73,17 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals().context("installing the Ctrl-C/SIGTERM handler")?;
-    zmq_reqrep::plumbing::limits::raise_open_files(); // a descriptor per client
     let reply = args.reply.load()?;
     let work = Duration::from_millis(args.reply.work_ms);
 
-    listener::seed_routing_ids(); // before any socket (src/plumbing/listener.rs)
+    let ctx = zmq::Context::new();
+    // Hardening, one step (src/plumbing/listener.rs): who may join, limits,
+    // heartbeats, a monitor. Declared before the socket, it is dropped
+    // after it: the socket closes first and lets its last reply leave.
+    let hardening = listener::Hardening::new(&ctx, &args.limit, &args.security)?;
 
     // The pattern: a REP socket, bound to a well-known address.
-    let ctx = zmq::Context::new();
-    // Who may join (src/security/): a ZAP handler, started before the bind.
-    let gate = Gate::open(&ctx, &args.security)?;
-    let socket = ctx.socket(zmq::REP)?;
-    // Hardening, one step (src/plumbing/listener.rs): limits, linger, a
-    // monitor. Dropped at the end, before `ctx`, it closes the socket and
-    // lets the last reply leave before the process exits.
-    let socket = listener::harden(&ctx, socket, "REP", &args.limit)?;
-    gate.protect(&socket, "REP")?;
+    let socket = hardening.apply(ctx.socket(zmq::REP)?, "REP")?;
     socket.set_rcvtimeo(CHECK_INTERVAL_MS)?; // wake up to notice Ctrl-C
     socket
         .bind(&args.bind)
@@ -97,7 +91,6 @@ fn run(args: &Args) -> anyhow::Result<()> {
     info!("REP listening on {}", last_endpoint(&socket));
 
     // Receive a request, send its one reply, again and again.
-
     let mut replies = 0u64;
     while let Some(request) = shutdown.recv_multipart(&socket)? {
         info!("request {}", show_frames(&request));

@@ -1,9 +1,30 @@
-//! Hardening a socket that binds: one call, [`harden`], made between
-//! creating the socket and binding it.
+//! Hardening the sockets that bind: one [`Hardening`] per role, made
+//! before its first socket, and one [`Hardening::apply`] per listening
+//! socket, between creating the socket and binding it.
 //!
 //! A listening socket faces whoever connects to its port. The lesson only
 //! needs `socket`, `bind`, `recv`, `send`; this module holds the rest, so
-//! that a role reads as the pattern with one labelled hardening step.
+//! that a role reads as the pattern with one labelled hardening step:
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! # let (limits, security): (zmq_reqrep::plumbing::cli::LimitArgs, zmq_reqrep::plumbing::cli::ServerSecurityArgs) = todo!();
+//! let ctx = zmq::Context::new();
+//! let hardening = zmq_reqrep::plumbing::listener::Hardening::new(&ctx, &limits, &security)?;
+//! let socket = hardening.apply(ctx.socket(zmq::REP)?, "REP")?;
+//! socket.bind("tcp://*:5555")?;
+//! # Ok(()) }
+//! ```
+//!
+//! [`Hardening::new`] raises the open-files limit (a descriptor per peer),
+//! seeds the routing ids (below) and opens the [`Gate`]: who may join
+//! (`--allow`, PLAIN, CURVE; src/security/). [`Hardening::apply`] sets the
+//! limits below, the linger, ZMTP heartbeats (src/plumbing/keepalive.rs),
+//! the gate's checks, and starts the monitor that logs the peers libzmq
+//! refuses or drops. Drop order matters and follows from declaration
+//! order: the listeners first (each closes its socket and waits for its
+//! monitor), then the hardening (which stops the gate's ZAP handler), then
+//! the context.
 //!
 //! ## What one peer can make a listener hold
 //!
@@ -44,7 +65,7 @@
 //!   starts at a value drawn from C's `rand()`, which libzmq 4.3 never
 //!   seeds: every process would start from the same value, and one
 //!   connection claiming it (`00 6b 8b 45 67` with glibc) would bring down a
-//!   server at its next client. So each role calls [`seed_routing_ids`]
+//!   server at its next client. So [`Hardening::new`] seeds it
 //!   before its first socket; each id a peer claims is then a 1 in 2^32 guess.
 
 use std::hash::{BuildHasher, RandomState};
@@ -54,9 +75,10 @@ use std::time::Duration;
 use tracing::warn;
 
 use crate::LINGER_MS;
-use crate::plumbing::cli::LimitArgs;
+use crate::plumbing::cli::{LimitArgs, ServerSecurityArgs};
 use crate::plumbing::keepalive;
 use crate::plumbing::monitor::{self, OpenConnections, Watch};
+use crate::security::Gate;
 
 /// Pending connections a listening socket queues (ZMQ_BACKLOG). libzmq's
 /// default of 100 drops the excess when a thousand clients connect at once,
@@ -77,7 +99,7 @@ const MONITOR_JOIN: Duration = Duration::from_millis(LINGER_MS as u64 + 1000);
 /// generated routing ids start, with the randomness Rust's hash maps get
 /// from the operating system. Call it once, before creating any socket:
 /// the start is drawn when the socket is created.
-pub fn seed_routing_ids() {
+fn seed_routing_ids() {
     let seed = RandomState::new().hash_one(std::process::id());
     // Keeping the low 32 bits is the point of the cast.
     // SAFETY: srand only sets libc's generator state; no socket is being
@@ -96,41 +118,71 @@ pub struct Listener {
     kind: &'static str,
 }
 
-/// Sets the options a listening socket needs before `bind` (ZMTP
-/// heartbeats among them), and starts the monitor that logs the peers
-/// libzmq refuses or drops. `kind` names the socket in
-/// the log ("REP", "frontend", "backend").
-pub fn harden(
-    ctx: &zmq::Context,
-    socket: zmq::Socket,
-    kind: &'static str,
-    limits: &LimitArgs,
-) -> zmq::Result<Listener> {
-    harden_with_hint(ctx, socket, kind, limits, None)
+/// The hardening every listening socket of one role gets (see the module
+/// header). Declare it before the sockets, so that it is dropped after
+/// them: it holds the ZAP handler they consult.
+pub struct Hardening {
+    ctx: zmq::Context,
+    limits: LimitArgs,
+    gate: Gate,
 }
 
-/// [`harden`], with a hint for the first peer refused during its handshake
-/// (see [`monitor::watch_with_hint`]).
-pub fn harden_with_hint(
-    ctx: &zmq::Context,
-    socket: zmq::Socket,
-    kind: &'static str,
-    limits: &LimitArgs,
-    refused_hint: Option<&'static str>,
-) -> zmq::Result<Listener> {
-    socket.set_linger(LINGER_MS)?; // at exit, give the last reply a moment, never hang
-    socket.set_backlog(LISTEN_BACKLOG)?; // many clients connecting at once
-    socket.set_maxmsgsize(limits.as_maxmsgsize())?; // refuse oversize frames
-    socket.set_rcvhwm(LISTEN_HWM)?; // bounded memory per peer (module header)
-    socket.set_sndhwm(LISTEN_HWM)?;
-    keepalive::enable(&socket)?; // drop silent peers; peers drop us if we go silent
-    let watch =
-        monitor::watch_with_hint(ctx, &socket, kind, limits.max_message_bytes, refused_hint)?;
-    Ok(Listener {
-        socket: Some(socket),
-        watch,
-        kind,
-    })
+impl Hardening {
+    /// Raises the open-files limit, seeds the routing ids and opens the
+    /// gate (a ZAP handler in `ctx`, if any `security` option is set).
+    /// Call it before the role creates its first socket. A bad security
+    /// file or combination is a usage error (exit 2).
+    pub fn new(
+        ctx: &zmq::Context,
+        limits: &LimitArgs,
+        security: &ServerSecurityArgs,
+    ) -> anyhow::Result<Hardening> {
+        crate::plumbing::limits::raise_open_files(); // a descriptor per peer
+        seed_routing_ids();
+        let gate = Gate::open(ctx, security)?;
+        Ok(Hardening {
+            ctx: ctx.clone(),
+            limits: limits.clone(),
+            gate,
+        })
+    }
+
+    /// Hardens `socket` before its `bind` (options, heartbeats, the gate's
+    /// checks, a monitor); `kind` names it in the log and as its ZAP domain
+    /// ("REP", "frontend", "backend").
+    pub fn apply(&self, socket: zmq::Socket, kind: &'static str) -> anyhow::Result<Listener> {
+        self.apply_with_hint(socket, kind, None)
+    }
+
+    /// [`Hardening::apply`], with a hint for the first peer refused during
+    /// its handshake (see [`monitor::watch_with_hint`]): the likely mistake
+    /// and its fix.
+    pub fn apply_with_hint(
+        &self,
+        socket: zmq::Socket,
+        kind: &'static str,
+        refused_hint: Option<&'static str>,
+    ) -> anyhow::Result<Listener> {
+        socket.set_linger(LINGER_MS)?; // at exit, give the last reply a moment, never hang
+        socket.set_backlog(LISTEN_BACKLOG)?; // many clients connecting at once
+        socket.set_maxmsgsize(self.limits.as_maxmsgsize())?; // refuse oversize frames
+        socket.set_rcvhwm(LISTEN_HWM)?; // bounded memory per peer (module header)
+        socket.set_sndhwm(LISTEN_HWM)?;
+        keepalive::enable(&socket)?; // drop silent peers; peers drop us if we go silent
+        self.gate.protect(&socket, kind)?; // who may join
+        let watch = monitor::watch_with_hint(
+            &self.ctx,
+            &socket,
+            kind,
+            self.limits.max_message_bytes,
+            refused_hint,
+        )?;
+        Ok(Listener {
+            socket: Some(socket),
+            watch,
+            kind,
+        })
+    }
 }
 
 impl Listener {
