@@ -111,14 +111,7 @@ impl Credentials {
                 } else {
                     PublicKey::read(option, Path::new(&value))?
                 };
-                let secret = SecretKey::read("--curve-secret-key-file", file)?;
-                let public = secret.public().map_err(|error| {
-                    usage(
-                        "--curve-secret-key-file",
-                        shown(file),
-                        format!("cannot derive its public key: {error}"),
-                    )
-                })?;
+                let (secret, public) = SecretKey::read_pair("--curve-secret-key-file", file)?;
                 Ok(Credentials::Curve {
                     server,
                     public,
