@@ -29,6 +29,8 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::plumbing::monitor::parse_event;
+
 /// Something that happened to the watched socket's connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
@@ -111,19 +113,9 @@ impl Watch {
     pub fn changes(&mut self) -> Vec<Change> {
         let mut changes = Vec::new();
         while let Ok(frames) = self.events.recv_multipart(zmq::DONTWAIT) {
-            let Some(event) = frames
-                .first()
-                .and_then(|head| head.get(0..2))
-                .map(|bytes| u16::from_le_bytes([bytes[0], bytes[1]]))
-            else {
+            let Some((event, value)) = parse_event(&frames) else {
                 continue;
             };
-            let value = frames
-                .first()
-                .and_then(|head| head.get(2..6))
-                .map_or(0, |bytes| {
-                    u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
-                });
             let endpoint = frames.get(1).cloned().unwrap_or_default();
             if let Some(change) = self.apply(event, value, endpoint) {
                 changes.push(change);

@@ -45,6 +45,8 @@ use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
+use crate::security::handshake;
+
 const EVENT_ACCEPTED: u16 = zmq::SocketEvent::ACCEPTED as u16;
 const EVENT_DISCONNECTED: u16 = zmq::SocketEvent::DISCONNECTED as u16;
 const EVENT_MONITOR_STOPPED: u16 = zmq::SocketEvent::MONITOR_STOPPED as u16;
@@ -65,21 +67,12 @@ const EVENT_HANDSHAKE_FAILED_AUTH: u16 = zmq::SocketEvent::HANDSHAKE_FAILED_AUTH
 /// later: the thread's socket belongs to the context, which cannot be
 /// terminated while it is open. [`Watch::join`] waits for the end.
 ///
-/// `kind` names the socket in the log ("frontend", "REP"), and
-/// `max_message_bytes` is quoted when a peer is cut for an oversize frame.
-pub fn watch(
-    ctx: &zmq::Context,
-    socket: &zmq::Socket,
-    kind: &'static str,
-    max_message_bytes: u64,
-) -> zmq::Result<Option<Watch>> {
-    watch_with_hint(ctx, socket, kind, max_message_bytes, None)
-}
-
-/// [`watch`], adding `hint` (the likely mistake and its fix, such as "a
-/// REP worker cannot join an lb broker: start the workers with --mode lb")
+/// `kind` names the socket in the log ("frontend", "REP"),
+/// `max_message_bytes` is quoted when a peer is cut for an oversize frame,
+/// and `hint` (the likely mistake and its fix, such as "a REP worker cannot
+/// join an lb broker: start the workers with --mode lb"), if any, is added
 /// to the first warning about a peer refused during its handshake.
-pub fn watch_with_hint(
+pub fn watch(
     ctx: &zmq::Context,
     socket: &zmq::Socket,
     kind: &'static str,
@@ -192,10 +185,6 @@ enum Failure {
     Auth(u32),
 }
 
-/// ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH: the peer's NULL, PLAIN or
-/// CURVE is not this socket's.
-const MECHANISM_MISMATCH: u32 = 0x1100_0002;
-
 struct Watcher {
     kind: &'static str,
     max_message_bytes: u64,
@@ -307,7 +296,7 @@ impl Watcher {
                 debug!("{kind}: {address} refused by the ZAP handler (status {status})");
                 return;
             }
-            Some(Failure::Protocol(MECHANISM_MISMATCH)) => {
+            Some(Failure::Protocol(handshake::MECHANISM_MISMATCH)) => {
                 warn!(
                     "{kind}: dropped {address}: it uses another security mechanism than this \
                      socket (NULL, PLAIN or CURVE)"
@@ -317,7 +306,7 @@ impl Watcher {
             Some(Failure::Protocol(code)) => {
                 warn!(
                     "{kind}: dropped {address}: ZeroMQ handshake failed ({})",
-                    crate::security::handshake::protocol_error(code)
+                    handshake::protocol_error(code)
                 );
                 return;
             }
@@ -397,15 +386,17 @@ impl Watcher {
     }
 }
 
-/// The event number and value of a monitor message (zmq_socket_monitor(3)).
-fn parse_event(frames: &[Vec<u8>]) -> Option<(u16, u32)> {
+/// The event number and value of a monitor message (zmq_socket_monitor(3)):
+/// its first frame, 2 bytes of event and 4 of value, little-endian.
+pub(crate) fn parse_event(frames: &[Vec<u8>]) -> Option<(u16, u32)> {
     let head = frames.first()?;
     let event = u16::from_le_bytes(head.get(0..2)?.try_into().ok()?);
     let value = u32::from_le_bytes(head.get(2..6)?.try_into().ok()?);
     Some((event, value))
 }
 
-fn errno_text(errno: u32) -> String {
+/// The errno a monitor event carries, in words.
+pub(crate) fn errno_text(errno: u32) -> String {
     match i32::try_from(errno) {
         Ok(0) | Err(_) => "no detail".to_string(),
         Ok(code) => std::io::Error::from_raw_os_error(code).to_string(),

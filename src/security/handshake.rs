@@ -31,6 +31,8 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
+use crate::plumbing::monitor::{errno_text, parse_event};
+
 /// Set once a server refused one of this process's sockets with a reason
 /// (a ZAP status, a mechanism mismatch): libzmq then gives up on that
 /// connection, so "is the server running?" would be the wrong question.
@@ -72,8 +74,9 @@ const EVENT_HANDSHAKE_FAILED_PROTOCOL: u16 = zmq::SocketEvent::HANDSHAKE_FAILED_
 const EVENT_HANDSHAKE_FAILED_AUTH: u16 = zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as u16;
 const EVENT_MONITOR_STOPPED: u16 = zmq::SocketEvent::MONITOR_STOPPED as u16;
 
-/// ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
-const MECHANISM_MISMATCH: u32 = 0x1100_0002;
+/// ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH: the peer's NULL, PLAIN or
+/// CURVE is not this socket's.
+pub const MECHANISM_MISMATCH: u32 = 0x1100_0002;
 
 /// Starts a thread that explains the handshake failures of a connecting
 /// `socket` whose side uses `ours` (call before `connect`). A monitor that
@@ -128,19 +131,8 @@ impl Reporter {
                 // ETERM: the context is ending with the process.
                 Err(_) => return,
             };
-            let (Some(event), Some(endpoint)) = (frames.first(), frames.get(1)) else {
-                continue;
-            };
-            let (Some(kind), Some(value)) = (
-                event
-                    .get(0..2)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u16::from_le_bytes),
-                event
-                    .get(2..6)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u32::from_le_bytes),
-            ) else {
+            let (Some((kind, value)), Some(endpoint)) = (parse_event(&frames), frames.get(1))
+            else {
                 continue;
             };
             let endpoint = String::from_utf8_lossy(endpoint);
@@ -256,13 +248,6 @@ pub fn protocol_error(code: u32) -> String {
         _ => "a ZeroMQ protocol error",
     };
     format!("{words} ({code:#x})")
-}
-
-fn errno_text(errno: u32) -> String {
-    match i32::try_from(errno) {
-        Ok(0) | Err(_) => "no detail".to_string(),
-        Ok(code) => std::io::Error::from_raw_os_error(code).to_string(),
-    }
 }
 
 #[cfg(test)]
