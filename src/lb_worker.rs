@@ -71,7 +71,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use crate::LINGER_MS;
-use crate::envelope::{body_start, hex};
+use crate::envelope::{body_start, client_of};
 use crate::faults::Faults;
 use crate::payload::show_frames;
 use crate::plumbing::cli::Reply;
@@ -113,7 +113,7 @@ struct Request {
 
 impl Request {
     fn client(&self) -> String {
-        self.frames.first().map_or_else(String::new, |id| hex(id))
+        client_of(&self.frames)
     }
 }
 

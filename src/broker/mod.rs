@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::envelope::{body_start, hex};
+use crate::envelope::{body_start, client_of};
 use crate::plumbing::logging::Count;
 
 /// Messages handled per socket before the loop looks at the other one, so
@@ -332,11 +332,11 @@ fn deliver_reply(frontend: &zmq::Socket, reply: Vec<zmq::Message>, traffic: &mut
         Ok(()) => traffic.replies_out += 1,
         // ROUTER_MANDATORY said so.
         Err((Refused::NoSuchPeer, reply)) => traffic.drop(Problem::UnknownClient, || {
-            let client = reply.first().map_or_else(String::new, |frame| hex(frame));
+            let client = client_of(&reply);
             format!("reply for unknown client {client} dropped: that client is gone, or never was")
         }),
         Err((Refused::Busy, reply)) => traffic.drop(Problem::ClientNotReading, || {
-            let client = reply.first().map_or_else(String::new, |frame| hex(frame));
+            let client = client_of(&reply);
             format!("reply for client {client} dropped: its queue is full (it is not reading)")
         }),
     }
