@@ -1,4 +1,5 @@
-//! The five scenarios, each with the baseline it is compared against.
+//! The scenarios, each with the baseline it is compared against (`page`,
+//! the broker's live page, is in [`super::page`]).
 //!
 //! | scenario | baseline | compared |
 //! |---|---|---|
@@ -250,10 +251,7 @@ fn message_args(size: usize) -> anyhow::Result<Vec<String>> {
     let path: PathBuf =
         std::env::temp_dir().join(format!("zmq-reqrep-bench-{}-{size}", std::process::id()));
     if !path.exists() {
-        std::fs::write(
-            &path,
-            (0..size).map(|i| b"Hello"[i % 5]).collect::<Vec<u8>>(),
-        )?;
+        std::fs::write(&path, super::peers::payload(size))?;
     }
     Ok(vec!["--message-file".into(), path.display().to_string()])
 }
@@ -477,12 +475,18 @@ pub(super) enum Broker {
 impl Broker {
     /// Starts the broker, a CURVE server if given keys (ours only).
     fn start(self, curve: Option<&Keys>) -> anyhow::Result<(Child, String, String)> {
+        self.start_with(curve.map(Keys::server_args).unwrap_or_default())
+    }
+
+    /// Starts the broker on free ports with `extra` options (ours only):
+    /// (broker, frontend, backend).
+    pub(super) fn start_with(self, extra: Vec<String>) -> anyhow::Result<(Child, String, String)> {
         let any = "tcp://127.0.0.1:*";
         let ours = |mode: &str| {
             let mut args: Vec<String> = ["--mode", mode, "--frontend", any, "--backend", any]
                 .map(String::from)
                 .into();
-            args.extend(curve.map(Keys::server_args).unwrap_or_default());
+            args.extend(extra);
             Child::role("broker", &args)
         };
         let (child, needle) = match self {
@@ -559,6 +563,39 @@ impl Broker {
     }
 }
 
+/// Starts `clients` lock-step clients (one `bench peer fleet` process),
+/// `requests` each, at the broker frontends `connect` (separated by
+/// commas), for `options.run` at most, with `extra` options (CURVE keys).
+pub(super) fn fleet(
+    connect: &str,
+    clients: usize,
+    requests: u64,
+    options: &Options,
+    extra: &[String],
+) -> anyhow::Result<Child> {
+    let (clients, requests) = (clients.to_string(), requests.to_string());
+    let size = options.size.to_string();
+    let stall = options.max_run.as_secs().max(1).to_string();
+    let run_ms = options.run.as_millis().to_string();
+    let mut args = vec![
+        "fleet",
+        "--run-ms",
+        &run_ms,
+        "--connect",
+        connect,
+        "--clients",
+        &clients,
+        "--requests",
+        &requests,
+        "--size",
+        &size,
+        "--stall-s",
+        &stall,
+    ];
+    args.extend(extra.iter().map(String::as_str));
+    peer(&args)
+}
+
 /// `clients` lock-step clients (one `bench peer fleet` process), `requests`
 /// each, through `broker`, to workers with the given service times; every
 /// connection over CURVE if given keys.
@@ -572,28 +609,8 @@ fn through_broker(
 ) -> anyhow::Result<Run> {
     let (mut broker, frontend, backend) = broker_kind.start(curve)?;
     let mut workers = broker_kind.workers(&broker, &backend, work_ms, curve)?;
-    let (clients, requests) = (clients.to_string(), requests.to_string());
-    let size = options.size.to_string();
-    let stall = options.max_run.as_secs().max(1).to_string();
-    let run_ms = options.run.as_millis().to_string();
-    let mut args = vec![
-        "fleet",
-        "--run-ms",
-        &run_ms,
-        "--connect",
-        &frontend,
-        "--clients",
-        &clients,
-        "--requests",
-        &requests,
-        "--size",
-        &size,
-        "--stall-s",
-        &stall,
-    ];
     let curve_args = curve.map(Keys::client_args).unwrap_or_default();
-    args.extend(curve_args.iter().map(String::as_str));
-    let mut fleet = peer(&args)?;
+    let mut fleet = fleet(&frontend, clients, requests, options, &curve_args)?;
     let run = Run::from_outcome(outcome(&mut fleet, options)?, &broker);
     for worker in &mut workers {
         worker.stop();
@@ -805,25 +822,7 @@ fn through_two_brokers(work_ms: &[u64], options: &Options) -> anyhow::Result<Run
         None,
     )?;
     let frontends = format!("{front1},{front2}");
-    let (clients, requests) = (options.clients.to_string(), options.requests.to_string());
-    let size = options.size.to_string();
-    let stall = options.max_run.as_secs().max(1).to_string();
-    let run_ms = options.run.as_millis().to_string();
-    let mut fleet = peer(&[
-        "fleet",
-        "--run-ms",
-        &run_ms,
-        "--connect",
-        &frontends,
-        "--clients",
-        &clients,
-        "--requests",
-        &requests,
-        "--size",
-        &size,
-        "--stall-s",
-        &stall,
-    ])?;
+    let mut fleet = fleet(&frontends, options.clients, options.requests, options, &[])?;
     let mut run = Run::from_outcome(outcome(&mut fleet, options)?, &one);
     run.server_rss_kib = run.server_rss_kib.max(two.peak_rss_kib());
     run.server_cpu = match (run.server_cpu, two.cpu_time()) {
