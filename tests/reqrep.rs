@@ -381,5 +381,5 @@ fn an_unresolvable_host_is_a_request_that_cannot_be_sent_not_a_usage_error() {
         last.contains("(2 attempts, each waiting 200 ms for a connection"),
         "{last}"
     );
-    client.wait_log("trying again (1 of 1 retries)", SOON);
+    client.wait_log("trying again (1 of 1 retry)", SOON);
 }

@@ -30,6 +30,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use self::stats::Percentiles;
+use crate::plumbing::logging::Count;
 
 /// Sizes and settings of a benchmark run.
 #[derive(Debug, Clone)]
@@ -162,8 +163,12 @@ impl Report {
         let m = &self.machine;
         let _ = writeln!(
             text,
-            "{} cores, {}, Linux {}, {} build: {}",
-            m.cores, m.cpu, m.kernel, m.build, self.command
+            "{}, {}, Linux {}, {} build: {}",
+            Count::new(m.cores as u64, "core"),
+            m.cpu,
+            m.kernel,
+            m.build,
+            self.command
         );
         let _ = writeln!(
             text,

@@ -19,6 +19,7 @@ use anyhow::{Context as _, anyhow, bail};
 use super::scenarios::{Broker, Once, READY_WITHIN, Run, Variant, fleet, measure, outcome, peer};
 use super::{Options, Row};
 use crate::plumbing::child::Stream;
+use crate::plumbing::logging::Count;
 
 /// How often the page asks for `/stats` (`POLL_MS` in dashboard.html).
 pub const POLL_EVERY: Duration = Duration::from_millis(400);
@@ -123,7 +124,10 @@ pub fn viewer(address: &str, viewers: usize) -> anyhow::Result<()> {
     for _ in 0..viewers {
         page_loads.recv()??;
     }
-    eprintln!("viewing http://{address}/ with {viewers} viewer(s)");
+    eprintln!(
+        "viewing http://{address}/ with {}",
+        Count::new(viewers as u64, "viewer")
+    );
     loop {
         thread::park();
     }

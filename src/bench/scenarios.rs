@@ -22,6 +22,7 @@ use super::peers::Outcome;
 use super::stats::{median_index, percentiles};
 use super::{Options, Row};
 use crate::plumbing::child::{Child, Stream};
+use crate::plumbing::logging::Count;
 
 /// What one run of a variant measured.
 pub(super) struct Run {
@@ -210,8 +211,9 @@ fn wait_established(port: u16, count: usize) -> anyhow::Result<()> {
     while established_to(port) < count {
         if Instant::now() >= deadline {
             bail!(
-                "only {} of {count} workers connected to port {port}",
-                established_to(port)
+                "only {} of {} connected to port {port}",
+                established_to(port),
+                Count::new(count as u64, "worker")
             );
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -715,10 +717,7 @@ pub fn scale(options: &Options) -> anyhow::Result<Vec<Row>> {
         .map(|(i, &clients)| {
             let variant = Variant {
                 scenario: "scale",
-                name: format!(
-                    "broker --mode lb, {clients} client{}",
-                    if clients == 1 { "" } else { "s" }
-                ),
+                name: format!("broker --mode lb, {}", Count::new(clients as u64, "client")),
                 baseline: i == 0,
                 clients,
                 workers: options.workers,
@@ -1000,11 +999,11 @@ fn kills(options: &Options) -> anyhow::Result<Vec<Row>> {
         .filter(|&&wait| wait >= options.failover_timeout)
         .count();
     eprintln!(
-        "bench: failover / {} kills x {} clients: from a kill to the next reply p50 {:.1} ms, \
+        "bench: failover / {} x {}: from a kill to the next reply p50 {:.1} ms, \
          p99 {:.1} ms, max {:.1} ms; longest wait for a reply p50 {:.1} ms, p99 {:.1} ms, \
-         max {:.1} ms; {waited_a_timeout} of {} waited a timeout; {} resends, {} lost",
-        killed_at.len(),
-        trace.replies_at_unix_ns.len(),
+         max {:.1} ms; {waited_a_timeout} of {} waited a timeout; {}, {} lost",
+        Count::new(killed_at.len() as u64, "kill"),
+        Count::new(trace.replies_at_unix_ns.len() as u64, "client"),
         to_next.p50_ms,
         to_next.p99_ms,
         ms(&next),
@@ -1012,12 +1011,15 @@ fn kills(options: &Options) -> anyhow::Result<Vec<Row>> {
         to_longest.p99_ms,
         ms(&longest),
         longest.len(),
-        trace.resends,
+        Count::new(trace.resends, "resend"),
         trace.lost
     );
     let row = |what: &str, latency| Row {
         scenario: "failover".into(),
-        variant: format!("{} SIGKILLs; p = {what}", killed_at.len()),
+        variant: format!(
+            "{}; p = {what}",
+            Count::new(killed_at.len() as u64, "SIGKILL")
+        ),
         baseline: false,
         clients: options.clients,
         workers: options.workers,

@@ -45,6 +45,7 @@ use super::{
 };
 use crate::envelope::{body_start, client_of, hex};
 use crate::payload::{show, text};
+use crate::plumbing::logging::Count;
 use crate::plumbing::shutdown::{CHECK_INTERVAL_MS, Shutdown};
 use crate::protocol::{self, Frames, HEARTBEAT, MISSED_HEARTBEATS};
 
@@ -564,9 +565,9 @@ fn from_workers(
                         .map_or_else(String::new, |frame| show(frame).to_string());
                     format!(
                         "worker {label} from {} sent a message that is neither READY, HEARTBEAT \
-                         nor a reply with an envelope ({} frames, first {first}); dropped",
+                         nor a reply with an envelope ({}, first {first}); dropped",
                         peer_of(&mut frames),
-                        frames.len()
+                        Count::new(frames.len() as u64, "frame")
                     )
                 });
             }

@@ -45,6 +45,7 @@ use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
+use crate::plumbing::logging::Count;
 use crate::security::handshake;
 
 const EVENT_ACCEPTED: u16 = zmq::SocketEvent::ACCEPTED as u16;
@@ -326,7 +327,8 @@ impl Watcher {
                 warn!(
                     "{kind}: lost a peer right after its handshake, too fast to read its \
                      address: it left at once, or libzmq dropped it for a frame over \
-                     --max-message-bytes ({max} bytes) or a malformed frame"
+                     --max-message-bytes ({}) or a malformed frame",
+                    Count::new(max, "byte")
                 );
             } else {
                 let hint = self.take_hint();
@@ -356,9 +358,9 @@ impl Watcher {
             // answers them (src/plumbing/keepalive.rs).
             (true, true) => warn!(
                 "{kind}: dropped {address} after its handshake: a frame over \
-                 --max-message-bytes ({} bytes), a malformed frame, or silence after \
+                 --max-message-bytes ({}), a malformed frame, or silence after \
                  a heartbeat (a frozen or unreachable peer)",
-                self.max_message_bytes
+                Count::new(self.max_message_bytes, "byte")
             ),
             (true, false) => warn!(
                 "{kind}: dropped {address}: it broke the ZeroMQ handshake (not a ZeroMQ \

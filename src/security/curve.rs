@@ -26,6 +26,7 @@ use std::path::Path;
 
 use super::{file_usage, read_text};
 use crate::plumbing::exit::UsageError;
+use crate::plumbing::logging::Count;
 
 /// Z85's 85 characters, in the order of their values (RFC 32).
 const Z85: &[u8; 85] =
@@ -138,8 +139,8 @@ impl SecretKey {
                 path,
                 format!(
                     "expected a secret key, {KEY_CHARS} Z85 characters on the first line \
-                     (curve_keygen writes such files), found {} characters{}",
-                    line.chars().count(),
+                     (curve_keygen writes such files), found {}{}",
+                    Count::new(line.chars().count() as u64, "character"),
                     if line.len() == KEY_CHARS {
                         " that are not all Z85"
                     } else {
