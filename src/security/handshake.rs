@@ -19,8 +19,7 @@
 //! the same way each time. [`watch`] starts a monitor on a connecting
 //! socket and turns these events into one warning each, repeated at most
 //! every [`REPEAT_EVERY`]. The thread ends when the socket is closed
-//! (libzmq's MONITOR_STOPPED event), so a socket the Lazy Pirate replaces
-//! takes its monitor with it.
+//! (libzmq's MONITOR_STOPPED event): a socket takes its monitor with it.
 //!
 //! [`protocol_error`] names libzmq's ZMTP and ZAP protocol error codes, for
 //! any monitor that reports them.

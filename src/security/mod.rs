@@ -16,7 +16,8 @@
 //!   users and the CURVE client keys, logging each refusal.
 //!
 //! A listening role opens a [`Gate`] before its sockets bind, and has the
-//! gate protect each one:
+//! gate protect each one. The roles do both inside their hardening step
+//! ([`crate::plumbing::listener::Hardening`]); alone, they read:
 //!
 //! ```no_run
 //! # fn run(args: &zmq_reqrep::plumbing::cli::ServerSecurityArgs) -> anyhow::Result<()> {
