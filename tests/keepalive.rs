@@ -74,8 +74,8 @@ fn bare_server() -> (Proc, u16) {
 #[test]
 fn a_client_waiting_for_ever_drops_its_connection_to_a_frozen_server() {
     let (mut server, port) = bare_server();
-    // --timeout-ms 0: the naive client, which never gives up on its own and
-    // never replaces its socket; only heartbeats can close the connection.
+    // --timeout-ms 0: the naive client, which waits for its reply for ever;
+    // only heartbeats can close the connection.
     let _client = Proc::start(
         CLIENT,
         &[

@@ -1,6 +1,6 @@
 //! How `reqrep_server` ends, under the faults of issue 9: a crash right
-//! after a reply, a stop in the middle of a request, a second stop signal,
-//! and a command line it cannot use.
+//! after a reply, a stop in the middle of a request, a second stop signal;
+//! and a command line a role cannot use (the broker's `--mode`).
 
 mod common;
 
