@@ -325,6 +325,15 @@ impl Stack {
         }
     }
 
+    /// `up -d`, then waits for the one client to exit: its state and its
+    /// log.
+    fn up_until_the_client_exits(&self) -> (State, String) {
+        self.compose(&["up", "-d"]);
+        let client = self.wait_for("client", 1, EXITED).remove(0);
+        let log = logs(&client.id);
+        (client, log)
+    }
+
     /// Waits until the logs of `service` have `count` lines containing
     /// `needle` (a readiness signal); returns those lines.
     fn wait_log(&self, service: &str, needle: &str, count: usize) -> Vec<String> {
@@ -695,9 +704,7 @@ fn reqrep_knobs_from_the_shell_change_what_the_containers_do() {
             ("RETRIES", "1"),
         ],
     );
-    stack.compose(&["up", "-d"]);
-    let client = stack.wait_for("client", 1, EXITED).remove(0);
-    let log = logs(&client.id);
+    let (client, log) = stack.up_until_the_client_exits();
     assert_eq!(client.exit_code, 1, "{log}");
     assert_eq!(replies_in(&log), 2, "{log}");
     assert!(log.contains("error: no reply to request #3"), "{log}");
@@ -736,9 +743,7 @@ fn broker_mode_lb_reaches_the_broker_and_the_workers() {
             ("INTERVAL_MS", "50"),
         ],
     );
-    stack.compose(&["up", "-d"]);
-    let client = stack.wait_for("client", 1, EXITED).remove(0);
-    let log = logs(&client.id);
+    let (client, log) = stack.up_until_the_client_exits();
     assert_eq!(client.exit_code, 0, "{log}");
     assert_eq!(replies_in(&log), 3, "{log}");
     for id in stack.containers("worker") {
@@ -885,9 +890,7 @@ fn the_broker_exercise_over_curve_serves_its_keys_and_refuses_an_unknown_one() {
         &[("KEYS_USER", &user), ("COUNT", "3"), ("INTERVAL_MS", "50")],
     );
     stack.more_files.push(dir.dir().join(CURVE));
-    stack.compose(&["up", "-d"]);
-    let client = stack.wait_for("client", 1, EXITED).remove(0);
-    let log = logs(&client.id);
+    let (client, log) = stack.up_until_the_client_exits();
     assert_eq!(client.exit_code, 0, "{log}");
     assert_eq!(replies_in(&log), 3, "{log}");
     assert!(log.contains("CURVE client, public key"), "{log}");
