@@ -394,7 +394,7 @@ impl Broker {
     fn connection_changed(&mut self) {
         for change in self.watch.changes() {
             match change {
-                Change::Up { .. } => {
+                Change::Up => {
                     self.up_since = Some(Instant::now());
                     self.heard_heartbeat = false;
                     self.owes_ready = true;

@@ -34,12 +34,9 @@ use crate::plumbing::monitor::parse_event;
 /// Something that happened to the watched socket's connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
-    /// A connection completed its ZeroMQ handshake; `first` is false for
-    /// every one after the first (a reconnection, perhaps to a new process).
-    Up {
-        /// The socket's first connection.
-        first: bool,
-    },
+    /// A connection completed its ZeroMQ handshake (the first one, or a
+    /// reconnection, perhaps to a new process).
+    Up,
     /// The connection closed after its handshake.
     Down,
     /// The peer closed the connection during the handshake: not a ZeroMQ
@@ -54,7 +51,6 @@ pub enum Change {
 /// make libzmq's I/O thread wait (until the context ends).
 pub struct Watch {
     events: zmq::Socket,
-    handshakes: u64,
     /// Per endpoint (as libzmq names it in the event): (in handshake, up).
     endpoints: HashMap<Vec<u8>, (bool, bool)>,
     refused: bool,
@@ -83,7 +79,6 @@ impl Watch {
         events.connect(&endpoint)?;
         Ok(Watch {
             events,
-            handshakes: 0,
             endpoints: HashMap::new(),
             refused: false,
             failure: None,
@@ -137,10 +132,7 @@ impl Watch {
             HANDSHAKE_SUCCEEDED => {
                 *in_handshake = false;
                 *up = true;
-                self.handshakes += 1;
-                Some(Change::Up {
-                    first: self.handshakes == 1,
-                })
+                Some(Change::Up)
             }
             DISCONNECTED if *in_handshake => {
                 *in_handshake = false;
