@@ -26,10 +26,8 @@
 //! for each endpoint, so that one connection coming up cannot hide
 //! another's refusal.
 
+use crate::plumbing::monitor::{self, parse_event};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use crate::plumbing::monitor::parse_event;
 
 /// Something that happened to the watched socket's connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,21 +60,14 @@ pub struct Watch {
 impl Watch {
     /// Starts watching `socket`; call before `connect`.
     pub fn new(ctx: &zmq::Context, socket: &zmq::Socket) -> zmq::Result<Watch> {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let endpoint = format!(
-            "inproc://connection-{}",
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
         let mask = zmq::SocketEvent::CONNECTED as u16
             | zmq::SocketEvent::HANDSHAKE_SUCCEEDED as u16
             | zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as u16
             | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as u16
             | zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as u16
             | zmq::SocketEvent::DISCONNECTED as u16;
+        let (events, endpoint) = monitor::receiver(ctx, "connection")?;
         socket.monitor(&endpoint, i32::from(mask))?;
-        let events = ctx.socket(zmq::PAIR)?;
-        events.set_linger(0)?;
-        events.connect(&endpoint)?;
         Ok(Watch {
             events,
             endpoints: HashMap::new(),

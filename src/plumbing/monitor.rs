@@ -80,8 +80,6 @@ pub fn watch(
     max_message_bytes: u64,
     hint: Option<&'static str>,
 ) -> zmq::Result<Option<Watch>> {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let endpoint = format!("inproc://monitor-{}", NEXT.fetch_add(1, Ordering::Relaxed));
     let events = i32::from(
         EVENT_ACCEPTED
             | EVENT_DISCONNECTED
@@ -91,12 +89,8 @@ pub fn watch(
             | EVENT_HANDSHAKE_FAILED_AUTH
             | EVENT_MONITOR_STOPPED,
     );
-    // Connect before the monitor starts (inproc allows connecting first),
-    // so that no event is sent before anyone listens, and no monitor is
-    // started without a thread to read it.
-    let receiver = ctx.socket(zmq::PAIR)?;
-    receiver.set_linger(0)?;
-    receiver.connect(&endpoint)?;
+    // No monitor is started without a thread to read it.
+    let (receiver, endpoint) = receiver(ctx, "monitor")?;
     let (done, finished) = mpsc::channel();
     let open = OpenConnections::default();
     let counted = open.clone();
@@ -211,33 +205,21 @@ struct Peer {
 
 impl Watcher {
     fn run(mut self, receiver: &zmq::Socket) {
-        loop {
-            let frames = match receiver.recv_multipart(0) {
-                Ok(frames) => frames,
-                Err(zmq::Error::EINTR) => continue,
-                // ETERM: the context is ending with the process.
-                Err(_) => return,
-            };
-            let Some((event, value)) = parse_event(&frames) else {
-                continue;
-            };
-            match event {
-                EVENT_ACCEPTED => self.accepted(value),
-                EVENT_HANDSHAKE_SUCCEEDED => self.handshake_succeeded(),
-                EVENT_HANDSHAKE_FAILED_NO_DETAIL => {
-                    self.handshake_failed = Some(Failure::NoDetail(errno_text(value)));
-                }
-                EVENT_HANDSHAKE_FAILED_PROTOCOL => {
-                    self.handshake_failed = Some(Failure::Protocol(value));
-                }
-                EVENT_HANDSHAKE_FAILED_AUTH => {
-                    self.handshake_failed = Some(Failure::Auth(value));
-                }
-                EVENT_DISCONNECTED => self.disconnected(value),
-                EVENT_MONITOR_STOPPED => return,
-                _ => {}
+        read_until_stopped(receiver, |event, value, _| match event {
+            EVENT_ACCEPTED => self.accepted(value),
+            EVENT_HANDSHAKE_SUCCEEDED => self.handshake_succeeded(),
+            EVENT_HANDSHAKE_FAILED_NO_DETAIL => {
+                self.handshake_failed = Some(Failure::NoDetail(errno_text(value)));
             }
-        }
+            EVENT_HANDSHAKE_FAILED_PROTOCOL => {
+                self.handshake_failed = Some(Failure::Protocol(value));
+            }
+            EVENT_HANDSHAKE_FAILED_AUTH => {
+                self.handshake_failed = Some(Failure::Auth(value));
+            }
+            EVENT_DISCONNECTED => self.disconnected(value),
+            _ => {}
+        });
     }
 
     fn accepted(&mut self, fd: u32) {
@@ -385,6 +367,41 @@ impl Watcher {
             .take()
             .map(|hint| format!("; {hint}"))
             .unwrap_or_default()
+    }
+}
+
+/// A PAIR socket connected to a fresh inproc endpoint, to receive the events
+/// of a monitor that the caller then starts on that endpoint
+/// (`socket.monitor(&endpoint, events)`). Connected first, as inproc
+/// allows, so that no event is ever sent before anyone listens: libzmq 4.3
+/// sends them with a blocking send. `name` goes into the endpoint.
+pub(crate) fn receiver(ctx: &zmq::Context, name: &str) -> zmq::Result<(zmq::Socket, String)> {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let endpoint = format!("inproc://{name}-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    let receiver = ctx.socket(zmq::PAIR)?;
+    receiver.set_linger(0)?;
+    receiver.connect(&endpoint)?;
+    Ok((receiver, endpoint))
+}
+
+/// Hands each event that arrives on `receiver` to `each` (event, value,
+/// the endpoint of its connection), waiting for them, until the watched
+/// socket is destroyed (MONITOR_STOPPED) or the context ends.
+pub(crate) fn read_until_stopped(receiver: &zmq::Socket, mut each: impl FnMut(u16, u32, &[u8])) {
+    loop {
+        let frames = match receiver.recv_multipart(0) {
+            Ok(frames) => frames,
+            Err(zmq::Error::EINTR) => continue,
+            // ETERM: the context is ending with the process.
+            Err(_) => return,
+        };
+        let Some((event, value)) = parse_event(&frames) else {
+            continue;
+        };
+        if event == EVENT_MONITOR_STOPPED {
+            return;
+        }
+        each(event, value, frames.get(1).map_or(&[], Vec::as_slice));
     }
 }
 

@@ -24,13 +24,13 @@
 //! [`protocol_error`] names libzmq's ZMTP and ZAP protocol error codes, for
 //! any monitor that reports them.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::plumbing::monitor::{errno_text, parse_event};
+use crate::plumbing::monitor::{self, errno_text};
 
 /// Set once a server refused one of this process's sockets with a reason
 /// (a ZAP status, a mechanism mismatch): libzmq then gives up on that
@@ -88,25 +88,17 @@ pub fn watch(ctx: &zmq::Context, socket: &zmq::Socket, ours: Mechanism) {
 }
 
 fn start(ctx: &zmq::Context, socket: &zmq::Socket, ours: Mechanism) -> anyhow::Result<()> {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let endpoint = format!(
-        "inproc://handshake-{}",
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
     let events = EVENT_HANDSHAKE_FAILED_NO_DETAIL
         | EVENT_HANDSHAKE_SUCCEEDED
         | EVENT_HANDSHAKE_FAILED_PROTOCOL
         | EVENT_HANDSHAKE_FAILED_AUTH
         | EVENT_MONITOR_STOPPED;
-    socket.monitor(&endpoint, i32::from(events))?;
-    // Connected here, before the socket connects: libzmq sends each event
-    // with a blocking send, and only once someone is there to receive it.
-    let receiver = ctx.socket(zmq::PAIR)?;
-    receiver.set_linger(0)?;
-    receiver.connect(&endpoint)?;
+    // The reader first, then the monitor: no monitor without a reader.
+    let (receiver, endpoint) = monitor::receiver(ctx, "handshake")?;
     thread::Builder::new()
         .name("handshakes".into())
         .spawn(move || Reporter::new(ours).run(&receiver))?;
+    socket.monitor(&endpoint, i32::from(events))?;
     Ok(())
 }
 
@@ -123,20 +115,9 @@ impl Reporter {
     }
 
     fn run(mut self, receiver: &zmq::Socket) {
-        loop {
-            let frames = match receiver.recv_multipart(0) {
-                Ok(frames) => frames,
-                Err(zmq::Error::EINTR) => continue,
-                // ETERM: the context is ending with the process.
-                Err(_) => return,
-            };
-            let (Some((kind, value)), Some(endpoint)) = (parse_event(&frames), frames.get(1))
-            else {
-                continue;
-            };
+        monitor::read_until_stopped(receiver, |kind, value, endpoint| {
             let endpoint = String::from_utf8_lossy(endpoint);
             match kind {
-                EVENT_MONITOR_STOPPED => return,
                 EVENT_HANDSHAKE_SUCCEEDED => {
                     if self.last.take().is_some() {
                         info!("{endpoint}: handshake succeeded: the server lets us in now");
@@ -152,7 +133,7 @@ impl Reporter {
                     }
                 }
             }
-        }
+        });
     }
 
     /// Logs `line` unless it was the last one, logged under [`REPEAT_EVERY`] ago.
