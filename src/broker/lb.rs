@@ -18,12 +18,14 @@
 //!   queue again; a duplicate, stale or forged reply is dropped, never taken
 //!   for the answer to another request;
 //! - while no worker is idle, the frontend is not read at all: requests wait
-//!   in libzmq's queues inside the broker (the frontend ROUTER's pipe for each
-//!   client connection, up to its receive high-water mark), and behind those
-//!   in TCP buffers and the clients' own send queues: back-pressure, not an
-//!   unbounded list here. A request that no idle worker could take after all
-//!   (gone, or not reading) is held, and the frontend is not read until a
-//!   worker is idle again: the broker never drops a request it could keep;
+//!   in libzmq's queues inside the broker, the frontend ROUTER's pipe for
+//!   each client connection (where a REQ client's request in flight waits);
+//!   only a client with more in flight than the pipe's receive high-water
+//!   mark (a DEALER) finds TCP's buffers and then its own send queue filling
+//!   behind it: back-pressure, not an unbounded list here. A request that
+//!   no idle worker could take after all (gone, or not reading) is held, and
+//!   the frontend is not read until a worker is idle again: the broker
+//!   never drops a request it could keep;
 //! - heartbeats both ways, every `--heartbeat-ms`; a worker keeps sending
 //!   them while it works. One not heard from for 3 intervals expires: an
 //!   idle one is forgotten; a busy one gets no more work, but the broker
