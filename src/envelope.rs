@@ -34,6 +34,13 @@ pub fn hex(identity: &[u8]) -> String {
     )
 }
 
+/// Who a message passing a broker is from or for, for log lines: its first
+/// frame in hex, the client's identity in a request or a reply (empty if
+/// there is no frame).
+pub fn client_of<F: Deref<Target = [u8]>>(frames: &[F]) -> String {
+    frames.first().map_or_else(String::new, |id| hex(id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

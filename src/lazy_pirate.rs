@@ -265,17 +265,17 @@ impl ReliableReq {
                 }
                 .into());
             }
-            let (ms, retries) = (timeout.as_millis(), self.policy.retries);
+            let ms = timeout.as_millis();
+            let retries = Count::irregular(u64::from(self.policy.retries), "retry", "retries");
             if not_sent {
                 warn!(
                     "could not send request #{seq}: no server connected at {} within {ms} ms; \
-                     trying again ({attempt} of {retries} retries)",
+                     trying again ({attempt} of {retries})",
                     self.endpoints
                 );
             } else {
                 warn!(
-                    "request #{seq}: no reply within {ms} ms; resending \
-                     ({attempt} of {retries} retries)"
+                    "request #{seq}: no reply within {ms} ms; resending ({attempt} of {retries})"
                 );
             }
             attempt += 1;

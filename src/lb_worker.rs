@@ -71,7 +71,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use crate::LINGER_MS;
-use crate::envelope::{body_start, hex};
+use crate::envelope::{body_start, client_of};
 use crate::faults::Faults;
 use crate::payload::show_frames;
 use crate::plumbing::cli::Reply;
@@ -113,7 +113,7 @@ struct Request {
 
 impl Request {
     fn client(&self) -> String {
-        self.frames.first().map_or_else(String::new, |id| hex(id))
+        client_of(&self.frames)
     }
 }
 
@@ -394,7 +394,7 @@ impl Broker {
     fn connection_changed(&mut self) {
         for change in self.watch.changes() {
             match change {
-                Change::Up { .. } => {
+                Change::Up => {
                     self.up_since = Some(Instant::now());
                     self.heard_heartbeat = false;
                     self.owes_ready = true;

@@ -9,23 +9,23 @@
 //!
 //! | module | what it does |
 //! |---|---|
-//! | [`payload`] | shows bytes as Rust byte-string literals (`b"World"`), loads payload files |
-//! | [`faults`] | `--crash-after` and `--hang-after`, for the "server dies" experiment |
 //! | [`lazy_pirate`] | the reliable REQ request: timeout, resend to the next server, stale replies told apart by id |
 //! | [`client`] | the request loop of `reqrep_client` and `broker_client` |
 //! | [`envelope`] | the ROUTER envelope: identity frames, empty delimiter, body |
 //! | [`broker`] | the broker's loops: `proxy` (round robin) and `lb` (load balancing); its live page (`--http`) |
 //! | [`protocol`] | READY and HEARTBEAT: the load-balancing broker's wire protocol |
-//! | [`lb_worker`] | the worker side of that protocol, with reconnection and back-off |
+//! | [`lb_worker`] | the worker side of that protocol, with reconnection and back-off, for one broker or several |
 //! | [`pairs`] | the legal socket pairs, traced frame by frame (`socket_pairs`) |
 //! | [`security`] | who may join: `--allow`, PLAIN and CURVE, checked by a ZAP handler |
+//! | [`payload`] | shows bytes as Rust byte-string literals (`b"World"`), loads payload files |
+//! | [`faults`] | `--crash-after` and `--hang-after`, for the "server dies" experiment |
 //!
 //! Apart from the lessons:
 //!
 //! | module | what it does |
 //! |---|---|
-//! | [`plumbing`] | what every role needs and no lesson is about: options, endpoints, hardening, monitor, logs, output, shutdown, exit codes |
-//! | [`bench`] | the benchmark behind `bench`: scenarios, baselines, report, chart |
+//! | [`plumbing`] | what every role needs and no lesson is about: options, endpoints, the listening sockets' hardening, heartbeats, monitors, logs, output, shutdown, exit codes, the page's HTTP server (its own table lists them) |
+//! | [`bench`](mod@bench) | the benchmark behind `bench`: scenarios, baselines, report, chart |
 
 pub mod bench;
 pub mod broker;

@@ -9,67 +9,16 @@
 
 mod common;
 
-use std::fs;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use common::*;
 
-/// A directory of test files, removed when the test ends.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!("zmq-reqrep-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    /// Writes `contents` to `name` in the directory; returns its path.
-    fn file(&self, name: &str, contents: &str) -> String {
-        let path = self.0.join(name);
-        fs::write(&path, contents).unwrap();
-        path.display().to_string()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 const USERS: &str = "# who may use the server\nalice:secret\n\nbob:pa:ss\n";
-
-/// A reqrep_server on a free port with `extra` options: (server, endpoint).
-fn server(extra: &[&str]) -> (Proc, String) {
-    let mut args = vec!["--bind", "tcp://127.0.0.1:*"];
-    args.extend_from_slice(extra);
-    let server = Proc::start(SERVER, &args);
-    let endpoint = server.wait_endpoints("REP listening on").remove(0);
-    (server, endpoint)
-}
 
 /// The same endpoint, connected to from 127.0.0.2.
 fn from_127_0_0_2(endpoint: &str) -> String {
     let port = endpoint.rsplit(':').next().unwrap();
     format!("tcp://127.0.0.2:0;127.0.0.1:{port}")
-}
-
-/// A pyzmq REQ client (secure_peers.py req-client).
-fn py_client(python: &str, endpoint: &str, count: u32, options: &[&str]) -> Proc {
-    let script = py_script("secure_peers.py");
-    let count = count.to_string();
-    let mut args = vec![
-        "-u",
-        script.as_str(),
-        "req-client",
-        endpoint,
-        count.as_str(),
-    ];
-    args.extend_from_slice(options);
-    Proc::start(python, &args)
 }
 
 /// A knocker: a new connection, refused, again and again (for at most 30 s,
@@ -87,13 +36,13 @@ fn py_knocker(python: &str, endpoint: &str, options: &[&str], expect: &str) -> P
 fn py_refused(python: &str, endpoint: &str, options: &[&str], expect: &str) -> Proc {
     let mut all = vec!["--timeout-ms", "50000"];
     all.extend_from_slice(options);
-    let client = py_client(python, endpoint, 1, &all);
+    let client = py_secure_client(python, endpoint, 1, &all);
     client.wait_out_count(expect, 1, SOON);
     client
 }
 
 fn py_served(python: &str, endpoint: &str, count: u32, options: &[&str]) {
-    let mut client = py_client(python, endpoint, count, options);
+    let mut client = py_secure_client(python, endpoint, count, options);
     client.expect_exit(0, SOON);
     let replies = client
         .stdout()
@@ -122,18 +71,10 @@ fn our_client(endpoint: &str, count: u32, options: &[&str]) -> Proc {
     Proc::start(CLIENT, &args)
 }
 
-/// Log lines of `proc` that contain `needle`.
-fn log_lines(proc: &Proc, needle: &str) -> Vec<String> {
-    proc.stderr()
-        .into_iter()
-        .filter(|line| line.contains(needle))
-        .collect()
-}
-
 #[test]
 fn allow_list_refuses_a_pyzmq_peer_from_outside_and_serves_one_inside() {
     let Some(python) = pyzmq() else { return };
-    let (server, endpoint) = server(&["--allow", "127.0.0.1"]);
+    let (server, endpoint) = start_server(&["--allow", "127.0.0.1"]);
 
     let _outside = py_refused(
         &python,
@@ -146,16 +87,16 @@ fn allow_list_refuses_a_pyzmq_peer_from_outside_and_serves_one_inside() {
 
     py_served(&python, &endpoint, 2, &[]);
     server.wait_log_count(r#"request b"Hello""#, 2, SOON);
-    assert_eq!(log_lines(&server, r#"request b"Hello""#).len(), 2);
+    assert_eq!(server.log_lines(r#"request b"Hello""#).len(), 2);
 }
 
 #[test]
 fn allow_list_takes_cidrs_and_our_refused_client_says_why() {
-    let (server, endpoint) = server(&["--allow", "192.168.0.0/16,127.0.0.1/32"]);
+    let (server, endpoint) = start_server(&["--allow", "192.168.0.0/16,127.0.0.1/32"]);
 
     let mut outside = our_client(&from_127_0_0_2(&endpoint), 1, &[]);
     outside.expect_exit(1, SOON);
-    let why = log_lines(&outside, "refused us");
+    let why = outside.log_lines("refused us");
     assert!(
         why.iter()
             .any(|line| line.contains("400") && line.contains("--allow")),
@@ -181,7 +122,7 @@ fn plain_credentials_right_wrong_and_missing_from_pyzmq() {
     let Some(python) = pyzmq() else { return };
     let dir = TempDir::new("plain-py");
     let users = dir.file("users.txt", USERS);
-    let (server, endpoint) = server(&["--plain-users", &users]);
+    let (server, endpoint) = start_server(&["--plain-users", &users]);
 
     py_served(&python, &endpoint, 2, &["--plain", "alice", "secret"]);
     // Only the first ':' separates the user from the password.
@@ -214,7 +155,7 @@ fn plain_credentials_right_wrong_and_missing_from_pyzmq() {
     server.wait_log("handshake", SOON);
     // Nobody but the right users ever got a reply.
     server.wait_log_count(r#"request b"Hello""#, 3, SOON);
-    assert_eq!(log_lines(&server, r#"request b"Hello""#).len(), 3);
+    assert_eq!(server.log_lines(r#"request b"Hello""#).len(), 3);
 }
 
 #[test]
@@ -223,7 +164,7 @@ fn plain_credentials_right_wrong_and_missing_from_our_client() {
     let users = dir.file("users.txt", USERS);
     let right = dir.file("alice.password", "secret\n");
     let wrong = dir.file("guess.password", "guess\n");
-    let (server, endpoint) = server(&["--plain-users", &users]);
+    let (server, endpoint) = start_server(&["--plain-users", &users]);
 
     let mut client = our_client(
         &endpoint,
@@ -239,7 +180,7 @@ fn plain_credentials_right_wrong_and_missing_from_our_client() {
         &["--plain-user", "alice", "--plain-password-file", &wrong],
     );
     client.expect_exit(1, SOON);
-    let why = log_lines(&client, "refused us");
+    let why = client.log_lines("refused us");
     assert!(
         why.iter()
             .any(|line| line.contains("400") && line.contains("--plain-user")),
@@ -249,7 +190,7 @@ fn plain_credentials_right_wrong_and_missing_from_our_client() {
 
     let mut client = our_client(&endpoint, 1, &[]);
     client.expect_exit(1, SOON);
-    let why = log_lines(&client, "security mechanism");
+    let why = client.log_lines("security mechanism");
     assert!(!why.is_empty(), "{:#?}", client.stderr());
 }
 
@@ -258,7 +199,7 @@ fn the_address_is_checked_before_the_password() {
     let Some(python) = pyzmq() else { return };
     let dir = TempDir::new("allow-plain");
     let users = dir.file("users.txt", USERS);
-    let (server, endpoint) = server(&["--allow", "127.0.0.1", "--plain-users", &users]);
+    let (server, endpoint) = start_server(&["--allow", "127.0.0.1", "--plain-users", &users]);
 
     let _outside = py_refused(
         &python,
@@ -277,7 +218,7 @@ fn refused_peers_never_disturb_an_admitted_client_nor_flood_the_log() {
     let dir = TempDir::new("sentinel");
     let users = dir.file("users.txt", USERS);
     let password = dir.file("alice.password", "secret");
-    let (server, endpoint) = server(&["--allow", "127.0.0.1", "--plain-users", &users]);
+    let (server, endpoint) = start_server(&["--allow", "127.0.0.1", "--plain-users", &users]);
 
     let sentinel = Proc::start(
         CLIENT,
@@ -321,13 +262,13 @@ fn refused_peers_never_disturb_an_admitted_client_nor_flood_the_log() {
     drop(knockers);
 
     assert!(
-        log_lines(&sentinel, "WARN").is_empty() && log_lines(&sentinel, "ERROR").is_empty(),
+        sentinel.log_lines("WARN").is_empty() && sentinel.log_lines("ERROR").is_empty(),
         "the admitted client noticed the knockers: {:#?}",
         sentinel.stderr()
     );
     // One line for each knocker, with its address and reason; the rest in
     // summaries, of which there is at most one a second.
-    let one_by_one = log_lines(&server, "REP: refused ");
+    let one_by_one = server.log_lines("REP: refused ");
     assert_eq!(one_by_one.len(), 3, "{one_by_one:#?}");
     for (needle, reason) in [
         ("127.0.0.1", "wrong password"),
@@ -341,7 +282,7 @@ fn refused_peers_never_disturb_an_admitted_client_nor_flood_the_log() {
             "{needle} {reason}: {one_by_one:#?}"
         );
     }
-    let summaries = log_lines(&server, "not logged one by one");
+    let summaries = server.log_lines("not logged one by one");
     let seconds = knocked_for.as_secs() + 2;
     assert!(
         summaries.len() as u64 <= seconds,
@@ -428,32 +369,13 @@ fn the_broker_checks_clients_and_workers_and_names_the_side() {
 fn the_zap_handler_never_holds_up_an_exit() {
     let dir = TempDir::new("exit");
     let users = dir.file("users.txt", USERS);
-    let (mut server, _) = server(&["--allow", "127.0.0.1", "--plain-users", &users]);
+    let (mut server, _) = start_server(&["--allow", "127.0.0.1", "--plain-users", &users]);
     server.signal(libc::SIGTERM);
     server.expect_exit(0, SOON);
 
     let (mut broker, _, _) = start_broker("lb", &["--allow", "127.0.0.0/8"]);
     broker.signal(libc::SIGTERM);
     broker.expect_exit(0, SOON);
-}
-
-/// Starts `exe`, expects exit 2 and one line on stderr containing every needle.
-fn usage_error(exe: &str, args: &[&str], needles: &[&str]) {
-    let mut proc = Proc::start(exe, args);
-    proc.expect_exit(2, SOON);
-    let lines: Vec<String> = proc
-        .stderr()
-        .into_iter()
-        .filter(|line| !line.trim().is_empty())
-        .collect();
-    assert_eq!(lines.len(), 1, "{args:?}: {lines:#?}");
-    for needle in needles {
-        assert!(
-            lines[0].contains(needle),
-            "{args:?}: {needle:?} not in {:?}",
-            lines[0]
-        );
-    }
 }
 
 #[test]
@@ -468,43 +390,40 @@ fn bad_security_options_are_one_line_and_exit_2() {
     usage_error(
         SERVER,
         &with_bind(&["--allow", "10.0.0.1/8"]),
+        &[],
         &["--allow", "10.0.0.0/8"],
     );
     usage_error(
         SERVER,
         &with_bind(&["--allow", "300.1.1.1"]),
+        &[],
         &["--allow", "300.1.1.1"],
     );
     usage_error(
         SERVER,
         &with_bind(&["--allow", "::1/129"]),
+        &[],
         &["--allow", "129"],
     );
 
-    let missing = dir.0.join("missing.txt").display().to_string();
+    let missing = dir.path("missing.txt");
     usage_error(
         SERVER,
         &[&bind[..], &["--plain-users", &missing]].concat(),
+        &[],
         &["--plain-users", "missing.txt"],
     );
     let malformed = dir.file("malformed.txt", "alice:secret\n# fine\nhunter2\n");
-    let mut proc = Proc::start(
+    let said = usage_error(
         SERVER,
         &[&bind[..], &["--plain-users", &malformed]].concat(),
+        &[],
+        &["malformed.txt", "line 3"],
     );
-    proc.expect_exit(2, SOON);
-    let stderr = proc.stderr().join("\n");
-    assert!(
-        stderr.contains("malformed.txt") && stderr.contains("line 3"),
-        "{stderr}"
-    );
-    assert!(
-        !stderr.contains("hunter2"),
-        "a password was echoed: {stderr}"
-    );
+    assert!(!said.contains("hunter2"), "a password was echoed: {said}");
 
     let users = dir.file("users.txt", USERS);
-    let key = dir.file("server.key", &"a".repeat(40));
+    let key = dir.file("server.key", "a".repeat(40));
     usage_error(
         SERVER,
         &[
@@ -512,11 +431,13 @@ fn bad_security_options_are_one_line_and_exit_2() {
             &["--plain-users", &users, "--curve-secret-key-file", &key],
         ]
         .concat(),
+        &[],
         &["--plain-users", "--curve-secret-key-file"],
     );
     usage_error(
         CLIENT,
         &["--plain-user", "alice"],
+        &[],
         &["--plain-password-file"],
     );
     let password = dir.file("p", "secret");
@@ -532,12 +453,14 @@ fn bad_security_options_are_one_line_and_exit_2() {
             "--curve-secret-key-file",
             &key,
         ],
+        &[],
         &["--plain-user", "--curve-server-key"],
     );
     let empty = dir.file("empty.password", "\n");
     usage_error(
         WORKER,
         &["--plain-user", "w", "--plain-password-file", &empty],
+        &[],
         &["--plain-password-file", "empty"],
     );
 }
@@ -568,7 +491,7 @@ fn empty_security_variables_mean_no_access_control() {
     );
     client.expect_exit(0, SOON);
     assert!(
-        log_lines(&server, "who may join").is_empty(),
+        server.log_lines("who may join").is_empty(),
         "{:#?}",
         server.stderr()
     );

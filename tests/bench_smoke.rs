@@ -74,20 +74,14 @@ fn every_scenario_runs_at_a_tiny_size_and_loses_nothing() {
 
 #[test]
 fn the_chart_is_drawn_from_a_json_report() {
-    let dir = std::env::temp_dir().join(format!("zmq-reqrep-chart-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("chart");
     let mut bench = Proc::start(BENCH, &["pipeline", "--tiny", "--json"]);
     bench.expect_exit(0, SOON);
-    let json = dir.join("report.json");
-    std::fs::write(&json, bench.stdout().join("\n")).unwrap();
-    let svg = dir.join("chart.svg");
-    let mut chart = Proc::start(
-        BENCH,
-        &["chart", json.to_str().unwrap(), svg.to_str().unwrap()],
-    );
+    let json = dir.file("report.json", bench.stdout().join("\n"));
+    let svg = dir.path("chart.svg");
+    let mut chart = Proc::start(BENCH, &["chart", &json, &svg]);
     chart.expect_exit(0, SOON);
     let drawing = std::fs::read_to_string(&svg).unwrap();
     assert!(drawing.starts_with("<svg"), "{drawing}");
     assert!(drawing.contains("DEALER, 16 in flight"), "{drawing}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -17,47 +17,6 @@ use common::*;
 const READY: u8 = 0x01;
 const HEARTBEAT: u8 = 0x02;
 
-fn start_lb_worker(backend: &str, name: &str, heartbeat_ms: &str, extra: &[&str]) -> Proc {
-    let mut args = vec![
-        "--connect",
-        backend,
-        "--mode",
-        "lb",
-        "--name",
-        name,
-        "--heartbeat-ms",
-        heartbeat_ms,
-    ];
-    args.extend_from_slice(extra);
-    Proc::start(WORKER, &args)
-}
-
-/// Starts a broker on endpoints chosen in advance (so that it can be
-/// restarted on them).
-fn start_broker_on(mode: &str, frontend: &str, backend: &str, extra: &[&str]) -> Proc {
-    let mut args = vec!["--mode", mode, "--frontend", frontend, "--backend", backend];
-    args.extend_from_slice(extra);
-    let broker = Proc::start(BROKER, &args);
-    broker.wait_log("frontend ROUTER on", SOON);
-    broker
-}
-
-/// Log lines of `proc` containing `needle`.
-fn lines_with(proc: &Proc, needle: &str) -> Vec<String> {
-    proc.stderr()
-        .into_iter()
-        .filter(|line| line.contains(needle))
-        .collect()
-}
-
-fn socket(ctx: &zmq::Context, kind: zmq::SocketType) -> zmq::Socket {
-    let socket = ctx.socket(kind).unwrap();
-    socket.set_linger(0).unwrap();
-    socket.set_rcvtimeo(10_000).unwrap();
-    socket.set_sndtimeo(10_000).unwrap();
-    socket
-}
-
 /// A worker of the test's own speaking the lb protocol through a DEALER,
 /// so that it can misbehave: it announces itself and then does what the
 /// test says.
@@ -67,7 +26,7 @@ struct FakeWorker {
 
 impl FakeWorker {
     fn join(ctx: &zmq::Context, backend: &str, name: &str) -> FakeWorker {
-        let socket = socket(ctx, zmq::DEALER);
+        let socket = test_socket(ctx, zmq::DEALER);
         socket.connect(backend).unwrap();
         socket
             .send_multipart([&[READY][..], name.as_bytes()], 0)
@@ -167,8 +126,8 @@ fn defect_1_busy_lb_worker_is_not_declared_dead() {
     // The worker never stopped heartbeating, so neither side saw silence,
     // and nothing was said to be lost or forgotten.
     for word in [" expired", "rejoined", "lost", "silent"] {
-        assert_eq!(lines_with(&broker, word), Vec::<String>::new(), "{word}");
-        assert_eq!(lines_with(&worker, word), Vec::<String>::new(), "{word}");
+        assert_eq!(broker.log_lines(word), Vec::<String>::new(), "{word}");
+        assert_eq!(worker.log_lines(word), Vec::<String>::new(), "{word}");
     }
 }
 
@@ -183,7 +142,7 @@ fn defect_2_lb_broker_forwards_a_reply_only_from_the_worker_holding_the_request(
     let b = FakeWorker::join(&ctx, &backend, "b");
     broker.wait_log("worker b (", SOON);
     // A DEALER client sees every reply the broker forwards, wanted or not.
-    let client = socket(&ctx, zmq::DEALER);
+    let client = test_socket(&ctx, zmq::DEALER);
     client.connect(&frontend).unwrap();
 
     // "one" goes to a, the worker idle the longest.
@@ -262,8 +221,8 @@ fn defect_4_lb_broker_holds_a_request_until_a_worker_is_idle() {
 
 #[test]
 fn defect_6_a_flood_of_bad_requests_does_not_stall_the_broker() {
-    let frontend = format!("tcp://127.0.0.1:{}", free_port());
-    let backend = format!("tcp://127.0.0.1:{}", free_port());
+    let frontend = free_endpoint();
+    let backend = free_endpoint();
     // The broker's log goes to a pipe nobody reads.
     let broker = Unread::start(
         BROKER,
@@ -278,7 +237,7 @@ fn defect_6_a_flood_of_bad_requests_does_not_stall_the_broker() {
     );
     let _worker = start_lb_worker(&backend, "w", "1000", &[]);
     let ctx = zmq::Context::new();
-    let sentinel = socket(&ctx, zmq::REQ);
+    let sentinel = test_socket(&ctx, zmq::REQ);
     sentinel.connect(&frontend).unwrap();
     // The first round trip says the broker and its worker are ready.
     sentinel.send("Hello", 0).unwrap();
@@ -291,7 +250,7 @@ fn defect_6_a_flood_of_bad_requests_does_not_stall_the_broker() {
         let (done, sent, frontend) = (done.clone(), sent.clone(), frontend.clone());
         thread::spawn(move || {
             let ctx = zmq::Context::new();
-            let dealer = socket(&ctx, zmq::DEALER);
+            let dealer = test_socket(&ctx, zmq::DEALER);
             dealer.connect(&frontend).unwrap();
             let deadline = Instant::now() + Duration::from_secs(60);
             for _ in 0..100_000 {
@@ -352,9 +311,7 @@ fn defect_6_a_flood_of_bad_requests_does_not_stall_the_broker() {
 fn defect_6_output_never_blocks_a_socket_loop() {
     let ctx = zmq::Context::new();
     // The test is the broker: a DEALER that REP workers connect to.
-    let broker = socket(&ctx, zmq::DEALER);
-    broker.bind("tcp://127.0.0.1:*").unwrap();
-    let endpoint = broker.get_last_endpoint().unwrap().unwrap();
+    let (broker, endpoint) = test_bound(&ctx, zmq::DEALER, "tcp://127.0.0.1:*");
     let worker = Unread::start(WORKER, &["--connect", &endpoint, "--echo"]);
     let frame = vec![b'x'; 64];
     let mut request: Vec<&[u8]> = vec![b""];
@@ -386,8 +343,8 @@ fn defect_8_lb_broker_and_rep_worker_each_say_what_is_wrong() {
     assert!(said.contains("refused"), "{said}");
     // One line each, not one per attempt.
     thread::sleep(Duration::from_secs(1));
-    assert_eq!(lines_with(&broker, "--mode lb").len(), 1);
-    assert_eq!(lines_with(&worker, "--mode lb").len(), 1);
+    assert_eq!(broker.log_lines("--mode lb").len(), 1);
+    assert_eq!(worker.log_lines("--mode lb").len(), 1);
 }
 
 #[test]
@@ -404,9 +361,9 @@ fn defect_8_proxy_broker_and_lb_worker_each_say_what_is_wrong() {
     let req = test_req(&ctx, &frontend);
     req.send("Hello", 0).unwrap();
     assert_eq!(req.recv_bytes(0).unwrap(), b"World");
-    assert_eq!(lines_with(&broker, "--mode lb").len(), 1);
-    assert_eq!(lines_with(&worker, "--mode lb").len(), 1);
-    assert_eq!(lines_with(&broker, "no envelope"), Vec::<String>::new());
+    assert_eq!(broker.log_lines("--mode lb").len(), 1);
+    assert_eq!(worker.log_lines("--mode lb").len(), 1);
+    assert_eq!(broker.log_lines("no envelope"), Vec::<String>::new());
 }
 
 // --- defect 9 ---------------------------------------------------------------
@@ -414,9 +371,7 @@ fn defect_8_proxy_broker_and_lb_worker_each_say_what_is_wrong() {
 #[test]
 fn defect_9_lb_worker_stopped_mid_request_sends_no_reply() {
     let ctx = zmq::Context::new();
-    let router = socket(&ctx, zmq::ROUTER);
-    router.bind("tcp://127.0.0.1:*").unwrap();
-    let endpoint = router.get_last_endpoint().unwrap().unwrap();
+    let (router, endpoint) = test_bound(&ctx, zmq::ROUTER, "tcp://127.0.0.1:*");
     let mut worker = start_lb_worker(&endpoint, "w", "1000", &["--work-ms", "5000"]);
     let ready = router.recv_multipart(0).unwrap();
     assert_eq!(ready[1..], [vec![READY], b"w".to_vec()]);
@@ -437,9 +392,7 @@ fn defect_9_lb_worker_stopped_mid_request_sends_no_reply() {
 #[test]
 fn defect_9_plain_worker_stopped_mid_request_sends_no_reply() {
     let ctx = zmq::Context::new();
-    let dealer = socket(&ctx, zmq::DEALER);
-    dealer.bind("tcp://127.0.0.1:*").unwrap();
-    let endpoint = dealer.get_last_endpoint().unwrap().unwrap();
+    let (dealer, endpoint) = test_bound(&ctx, zmq::DEALER, "tcp://127.0.0.1:*");
     let mut worker = Proc::start(WORKER, &["--connect", &endpoint, "--work-ms", "5000"]);
     dealer.send_multipart(["", "Hello"], 0).unwrap();
     worker.wait_log("request b\"Hello\"", SOON);
@@ -453,8 +406,8 @@ fn defect_9_plain_worker_stopped_mid_request_sends_no_reply() {
 
 #[test]
 fn defect_9_lb_worker_announces_its_name_again_to_a_restarted_broker() {
-    let frontend = format!("tcp://127.0.0.1:{}", free_port());
-    let backend = format!("tcp://127.0.0.1:{}", free_port());
+    let frontend = free_endpoint();
+    let backend = free_endpoint();
     let mut broker = start_broker_on("lb", &frontend, &backend, &[]);
     let _worker = start_lb_worker(&backend, "w1", "1000", &[]);
     broker.wait_log("worker w1 (", SOON);
@@ -485,7 +438,7 @@ fn defect_9_log_lines_count_in_words() {
     worker.signal(libc::SIGTERM);
     worker.expect_exit(0, SOON);
     worker.wait_log("served 1 request", SOON);
-    assert!(lines_with(&worker, "served 1 requests").is_empty());
+    assert!(worker.log_lines("served 1 requests").is_empty());
     broker.signal(libc::SIGTERM);
     broker.expect_exit(0, SOON);
     broker.wait_log("stopped: 1 request in, 1 reply out, 0 dropped", SOON);
@@ -519,7 +472,7 @@ fn lb_broker_takes_a_worker_known_by_its_heartbeats_and_learns_its_name_from_rea
     let (broker, frontend, backend) = start_broker("lb", &[]);
     let ctx = zmq::Context::new();
     // As a worker whose READY went to an earlier broker.
-    let worker = socket(&ctx, zmq::DEALER);
+    let worker = test_socket(&ctx, zmq::DEALER);
     worker.connect(&backend).unwrap();
     worker.send(&[HEARTBEAT][..], 0).unwrap();
     broker.wait_log("rejoined on its heartbeat", SOON);

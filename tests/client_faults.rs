@@ -11,26 +11,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn start_server(extra: &[&str]) -> (Proc, String) {
-    let mut args = vec!["--bind", "tcp://127.0.0.1:*"];
-    args.extend_from_slice(extra);
-    let server = Proc::start(SERVER, &args);
-    let endpoint = server.wait_endpoints("REP listening on").remove(0);
-    (server, endpoint)
-}
-
-/// A ROUTER of the test's own, bound on a free port, that never blocks the
-/// test for long.
-fn test_router(ctx: &zmq::Context) -> (zmq::Socket, String) {
-    let router = ctx.socket(zmq::ROUTER).unwrap();
-    router.set_linger(0).unwrap();
-    router.set_rcvtimeo(10_000).unwrap();
-    router.set_sndtimeo(10_000).unwrap();
-    router.bind("tcp://127.0.0.1:*").unwrap();
-    let endpoint = router.get_last_endpoint().unwrap().unwrap();
-    (router, endpoint)
-}
-
 /// Answers `request` (as a ROUTER received it) with `body`, in the same
 /// envelope: everything up to the empty delimiter goes back as it came.
 fn answer(router: &zmq::Socket, request: &[Vec<u8>], body: &str) {
@@ -45,7 +25,7 @@ fn defect_2_a_duplicate_reply_is_never_taken_for_a_later_request() {
     // The test is a hostile server: it answers request #1 twice, and the
     // second copy arrives while the client waits for the reply to #2.
     let ctx = zmq::Context::new();
-    let (router, endpoint) = test_router(&ctx);
+    let (router, endpoint) = test_bound(&ctx, zmq::ROUTER, "tcp://127.0.0.1:*");
     let mut client = Proc::start(
         CLIENT,
         &[
@@ -114,7 +94,7 @@ fn defect_3_a_retry_reaches_the_other_server() {
 
 #[test]
 fn defect_9_nothing_connected_is_reported_as_such_not_as_no_reply() {
-    let absent = format!("tcp://127.0.0.1:{}", free_port());
+    let absent = free_endpoint();
     let mut client = Proc::start(
         CLIENT,
         &[
@@ -194,18 +174,7 @@ fn defect_9_a_missing_payload_file_is_a_usage_error_naming_the_option() {
             ["--reply-file", missing, "--bind", "tcp://127.0.0.1:*"],
         ),
     ] {
-        let option = args[0];
-        let mut proc = Proc::start(exe, &args);
-        proc.expect_exit(2, SOON);
-        let stderr = proc.stderr();
-        assert_eq!(stderr.len(), 1, "{stderr:#?}");
-        assert!(
-            stderr[0].starts_with("error: ")
-                && stderr[0].contains(option)
-                && stderr[0].contains(missing),
-            "{}",
-            stderr[0]
-        );
+        usage_error(exe, &args, &[], &[args[0], missing]);
     }
 }
 
@@ -232,7 +201,7 @@ fn defect_9_summaries_count_in_the_singular_and_skip_an_empty_average() {
     );
 
     // No reply at all: there is no average to give.
-    let absent = format!("tcp://127.0.0.1:{}", free_port());
+    let absent = free_endpoint();
     let mut client = Proc::start(CLIENT, &["--connect", &absent]);
     client.wait_log("REQ connecting", SOON);
     client.signal(libc::SIGTERM);

@@ -11,7 +11,6 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 
 use common::*;
 use zmq_reqrep::bench::Report;
@@ -36,39 +35,13 @@ fn curve() -> bool {
     false
 }
 
-/// A directory of keys and files, removed when the test ends.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!("zmq-reqrep-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.0.join(name).display().to_string()
-    }
-
-    fn file(&self, name: &str, contents: &str) -> String {
-        fs::write(self.0.join(name), contents).unwrap();
-        self.path(name)
-    }
-
-    /// Makes NAME.key and NAME.pub with curve_keygen: (secret key file, public key).
-    fn keypair(&self, name: &str) -> (String, String) {
-        let mut keygen = Proc::start(KEYGEN, &[&self.path(name)]);
-        keygen.expect_exit(0, SOON);
-        let public = fs::read_to_string(self.0.join(format!("{name}.pub"))).unwrap();
-        (self.path(&format!("{name}.key")), public.trim().to_string())
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+/// Makes NAME.key and NAME.pub in `dir` with curve_keygen: (secret key
+/// file, public key).
+fn keypair(dir: &TempDir, name: &str) -> (String, String) {
+    let mut keygen = Proc::start(KEYGEN, &[&dir.path(name)]);
+    keygen.expect_exit(0, SOON);
+    let public = fs::read_to_string(dir.dir().join(format!("{name}.pub"))).unwrap();
+    (dir.path(&format!("{name}.key")), public.trim().to_string())
 }
 
 /// The keys of one test: a server, two admitted clients, one stranger.
@@ -87,13 +60,13 @@ struct Keys {
 impl Keys {
     fn new(test: &str) -> Keys {
         let dir = TempDir::new(test);
-        let (server_secret, server_public) = dir.keypair("server");
-        let (client_secret, client_public) = dir.keypair("client");
-        let (worker_secret, worker_public) = dir.keypair("worker");
-        let (stranger_secret, stranger_public) = dir.keypair("stranger");
+        let (server_secret, server_public) = keypair(&dir, "server");
+        let (client_secret, client_public) = keypair(&dir, "client");
+        let (worker_secret, worker_public) = keypair(&dir, "worker");
+        let (stranger_secret, stranger_public) = keypair(&dir, "stranger");
         let clients = dir.file(
             "clients.txt",
-            &format!("# admitted\n{client_public}\n\n{worker_public}   # a worker\n"),
+            format!("# admitted\n{client_public}\n\n{worker_public}   # a worker\n"),
         );
         Keys {
             dir,
@@ -126,35 +99,6 @@ impl Keys {
     }
 }
 
-fn server(options: &[&str]) -> (Proc, String) {
-    let mut args = vec!["--bind", "tcp://127.0.0.1:*"];
-    args.extend_from_slice(options);
-    let server = Proc::start(SERVER, &args);
-    let endpoint = server.wait_endpoints("REP listening on").remove(0);
-    (server, endpoint)
-}
-
-fn py_client(python: &str, endpoint: &str, count: u32, options: &[&str]) -> Proc {
-    let script = py_script("secure_peers.py");
-    let count = count.to_string();
-    let mut args = vec![
-        "-u",
-        script.as_str(),
-        "req-client",
-        endpoint,
-        count.as_str(),
-    ];
-    args.extend_from_slice(options);
-    Proc::start(python, &args)
-}
-
-fn log_lines(proc: &Proc, needle: &str) -> Vec<String> {
-    proc.stderr()
-        .into_iter()
-        .filter(|line| line.contains(needle))
-        .collect()
-}
-
 /// A warning of the server's connection monitor about a failed handshake.
 fn wait_handshake_warning(server: &Proc) {
     let line = server.wait_log("handshake", SOON);
@@ -168,7 +112,7 @@ fn without_curve_every_curve_option_says_how_to_get_it() {
         return;
     }
     let dir = TempDir::new("no-curve");
-    let key = dir.file("any.key", &format!("{}\n", "a".repeat(40)));
+    let key = dir.file("any.key", format!("{}\n", "a".repeat(40)));
     let server_key = "a".repeat(40);
     let new = dir.path("new");
     let cases: Vec<(&str, Vec<&str>)> = vec![
@@ -243,22 +187,11 @@ fn without_curve_every_curve_option_says_how_to_get_it() {
     ];
     for (exe, args) in cases {
         let mut proc = Proc::start(exe, &args);
-        proc.expect_exit(2, SOON);
-        let lines: Vec<String> = proc
-            .stderr()
-            .into_iter()
-            .filter(|line| !line.trim().is_empty())
-            .collect();
-        assert_eq!(lines.len(), 1, "{exe} {args:?}: {lines:#?}");
-        assert!(
-            lines[0].contains("no CURVE") && lines[0].contains(".cargo/system-libzmq.toml"),
-            "{exe}: {}",
-            lines[0]
-        );
+        expect_usage_error(&mut proc, &["no CURVE", ".cargo/system-libzmq.toml"]);
         // Nothing was sent in the clear instead.
         assert!(proc.stdout().is_empty(), "{exe}: {:#?}", proc.stdout());
     }
-    assert!(!dir.0.join("new.key").exists());
+    assert!(!dir.dir().join("new.key").exists());
 }
 
 #[test]
@@ -267,7 +200,7 @@ fn keygen_writes_a_secret_only_its_owner_can_read_and_never_overwrites_by_defaul
         return;
     }
     let dir = TempDir::new("keygen");
-    let (secret_file, public) = dir.keypair("broker");
+    let (secret_file, public) = keypair(&dir, "broker");
     let mode = fs::metadata(&secret_file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "{mode:o}");
     let secret = fs::read_to_string(&secret_file).unwrap();
@@ -280,12 +213,11 @@ fn keygen_writes_a_secret_only_its_owner_can_read_and_never_overwrites_by_defaul
         .unwrap();
     assert_eq!(derived.to_string(), public);
 
-    let mut again = Proc::start(KEYGEN, &[&dir.path("broker")]);
-    again.expect_exit(2, SOON);
-    let said = again.stderr().join("\n");
-    assert!(
-        said.contains("broker.key") && said.contains("--force"),
-        "{said}"
+    usage_error(
+        KEYGEN,
+        &[&dir.path("broker")],
+        &[],
+        &["broker.key", "--force"],
     );
     assert_eq!(
         fs::read_to_string(&secret_file).unwrap(),
@@ -307,10 +239,10 @@ fn pyzmq_curve_clients_right_key_served_the_rest_refused_and_logged() {
     }
     let Some(python) = pyzmq() else { return };
     let keys = Keys::new("curve-py");
-    let (server, endpoint) = server(&keys.server_options());
+    let (server, endpoint) = start_server(&keys.server_options());
     server.wait_log(&format!("public key {}", keys.server_public), SOON);
 
-    let mut right = py_client(
+    let mut right = py_secure_client(
         &python,
         &endpoint,
         2,
@@ -326,7 +258,7 @@ fn pyzmq_curve_clients_right_key_served_the_rest_refused_and_logged() {
         2
     );
 
-    let unlisted = py_client(
+    let unlisted = py_secure_client(
         &python,
         &endpoint,
         1,
@@ -348,7 +280,7 @@ fn pyzmq_curve_clients_right_key_served_the_rest_refused_and_logged() {
 
     // A wrong server key: the server cannot open the client's HELLO and
     // hangs up, before any ZAP request; its connection monitor logs it.
-    let wrong_server = py_client(
+    let wrong_server = py_secure_client(
         &python,
         &endpoint,
         1,
@@ -365,12 +297,12 @@ fn pyzmq_curve_clients_right_key_served_the_rest_refused_and_logged() {
     drop(wrong_server);
 
     // Plaintext: a mechanism mismatch, or the hang-up that follows it.
-    let plaintext = py_client(&python, &endpoint, 1, &["--timeout-ms", "50000"]);
+    let plaintext = py_secure_client(&python, &endpoint, 1, &["--timeout-ms", "50000"]);
     plaintext.wait_out_count("handshake failed", 1, SOON);
     drop(plaintext);
     // Only the admitted client's two requests ever reached the server.
     server.wait_log_count(r#"request b"Hello""#, 2, SOON);
-    assert_eq!(log_lines(&server, r#"request b"Hello""#).len(), 2);
+    assert_eq!(server.log_lines(r#"request b"Hello""#).len(), 2);
 }
 
 #[test]
@@ -416,7 +348,7 @@ fn our_client_with_an_unlisted_key_says_it_was_refused() {
         return;
     }
     let keys = Keys::new("curve-ours");
-    let (server, endpoint) = server(&keys.server_options());
+    let (server, endpoint) = start_server(&keys.server_options());
     let mut args = vec![
         "--connect",
         endpoint.as_str(),
@@ -430,7 +362,7 @@ fn our_client_with_an_unlisted_key_says_it_was_refused() {
     args.extend(keys.client_options(&keys.stranger_secret));
     let mut client = Proc::start(CLIENT, &args);
     client.expect_exit(1, SOON);
-    let why = log_lines(&client, "refused us");
+    let why = client.log_lines("refused us");
     assert!(
         why.iter()
             .any(|l| l.contains("400") && l.contains("--curve-clients")),
@@ -458,7 +390,7 @@ fn our_client_with_an_unlisted_key_says_it_was_refused() {
     ]);
     let mut client = Proc::start(CLIENT, &args);
     client.expect_exit(1, SOON);
-    let why = log_lines(&client, "--curve-server-key");
+    let why = client.log_lines("--curve-server-key");
     assert!(!why.is_empty(), "{:#?}", client.stderr());
 }
 
@@ -469,7 +401,7 @@ fn an_admitted_client_keeps_being_served_while_refused_ones_knock() {
     }
     let Some(python) = pyzmq() else { return };
     let keys = Keys::new("curve-sentinel");
-    let (server, endpoint) = server(&keys.server_options());
+    let (server, endpoint) = start_server(&keys.server_options());
     let mut args = vec![
         "--connect",
         endpoint.as_str(),
@@ -509,7 +441,7 @@ fn an_admitted_client_keeps_being_served_while_refused_ones_knock() {
     sentinel.wait_out_count(" got ", so_far + 20, SOON);
     drop(knockers);
     assert!(
-        log_lines(&sentinel, "WARN").is_empty() && log_lines(&sentinel, "ERROR").is_empty(),
+        sentinel.log_lines("WARN").is_empty() && sentinel.log_lines("ERROR").is_empty(),
         "{:#?}",
         sentinel.stderr()
     );
@@ -522,11 +454,11 @@ fn curve_key_mistakes_are_one_line_and_exit_2() {
     }
     let keys = Keys::new("curve-mistakes");
     let bind = ["--bind", "tcp://127.0.0.1:*"];
-    let short = keys.dir.file("short.key", &"a".repeat(39));
+    let short = keys.dir.file("short.key", "a".repeat(39));
     let server_pub = keys.dir.path("server.pub");
     let bad_clients = keys.dir.file(
         "bad-clients.txt",
-        &format!("{}\nnot-a-key\n", keys.server_public),
+        format!("{}\nnot-a-key\n", keys.server_public),
     );
     let cases: Vec<(&str, Vec<&str>, Vec<&str>)> = vec![
         (
@@ -592,21 +524,7 @@ fn curve_key_mistakes_are_one_line_and_exit_2() {
         ),
     ];
     for (exe, args, needles) in cases {
-        let mut proc = Proc::start(exe, &args);
-        proc.expect_exit(2, SOON);
-        let lines: Vec<String> = proc
-            .stderr()
-            .into_iter()
-            .filter(|line| !line.trim().is_empty())
-            .collect();
-        assert_eq!(lines.len(), 1, "{args:?}: {lines:#?}");
-        for needle in needles {
-            assert!(
-                lines[0].contains(needle),
-                "{args:?}: {needle:?} not in {:?}",
-                lines[0]
-            );
-        }
+        usage_error(exe, &args, &[], &needles);
     }
 }
 
@@ -643,9 +561,9 @@ fn a_server_key_starting_with_a_dash_is_a_value_not_an_option() {
         .map(|_| zmq_reqrep::security::curve::generate().unwrap())
         .find(|(public, _)| public.to_string().starts_with('-'))
         .expect("a public key starting with '-' in 10000 tries");
-    let server_key = dir.file("server.key", &format!("{}\n", secret.to_z85()));
-    let (client_secret, _) = dir.keypair("client");
-    let (server, endpoint) = server(&["--curve-secret-key-file", &server_key]);
+    let server_key = dir.file("server.key", format!("{}\n", secret.to_z85()));
+    let (client_secret, _) = keypair(&dir, "client");
+    let (server, endpoint) = start_server(&["--curve-secret-key-file", &server_key]);
     server.wait_log(&format!("public key {public}"), SOON);
     let server_public = public.to_string();
     let mut client = Proc::start(

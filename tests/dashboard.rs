@@ -105,22 +105,6 @@ fn event_of(stats: &Value, kind: &str, worker: &str) -> bool {
         .any(|e| e["kind"] == kind && e["worker"] == worker)
 }
 
-fn lb_worker(backend: &str, name: &str) -> Proc {
-    Proc::start(
-        WORKER,
-        &[
-            "--connect",
-            backend,
-            "--mode",
-            "lb",
-            "--heartbeat-ms",
-            "200",
-            "--name",
-            name,
-        ],
-    )
-}
-
 fn twenty_requests(frontend: &str) {
     let mut client = Proc::start(
         BROKER_CLIENT,
@@ -135,8 +119,8 @@ fn lb_stats_count_twenty_requests_by_worker_and_drop_a_killed_worker() {
     let (broker, frontend, backend) =
         start_broker("lb", &["--http", "127.0.0.1:0", "--heartbeat-ms", "200"]);
     let page = wait_page(&broker);
-    let _alpha = lb_worker(&backend, "alpha");
-    let mut beta = lb_worker(&backend, "beta");
+    let _alpha = start_lb_worker(&backend, "alpha", "200", &[]);
+    let mut beta = start_lb_worker(&backend, "beta", "200", &[]);
     broker.wait_log_count(" ready", 2, SOON);
 
     twenty_requests(&frontend);
@@ -193,7 +177,7 @@ fn lb_stats_count_twenty_requests_by_worker_and_drop_a_killed_worker() {
     stats_until(&page, SOON, |s| s["connections"]["workers"] == 1);
 
     // A worker by the same name, back: it rejoins.
-    let _beta_again = lb_worker(&backend, "beta");
+    let _beta_again = start_lb_worker(&backend, "beta", "200", &[]);
     let back = stats_until(&page, SOON, |s| served(s).contains_key("beta"));
     assert!(event_of(&back, "rejoined", "beta"), "{back:#}");
 }
@@ -331,7 +315,7 @@ fn a_busy_or_malformed_http_address_is_a_usage_error() {
         ("8080", "expected IP:PORT"),
         ("http://127.0.0.1:8080", "without a scheme"),
     ] {
-        let mut broker = Proc::start(
+        usage_error(
             BROKER,
             &[
                 "--frontend",
@@ -341,9 +325,8 @@ fn a_busy_or_malformed_http_address_is_a_usage_error() {
                 "--http",
                 value,
             ],
+            &[],
+            &["--http", says],
         );
-        broker.expect_exit(2, SOON);
-        let error = broker.wait_log("error:", SOON);
-        assert!(error.contains("--http") && error.contains(says), "{error}");
     }
 }

@@ -40,7 +40,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{free_port, skipped, test_req};
+use common::{TempDir, free_port, skipped, test_req};
 
 const BUILD_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
@@ -323,6 +323,15 @@ impl Stack {
             );
             thread::sleep(Duration::from_millis(500));
         }
+    }
+
+    /// `up -d`, then waits for the one client to exit: its state and its
+    /// log.
+    fn up_until_the_client_exits(&self) -> (State, String) {
+        self.compose(&["up", "-d"]);
+        let client = self.wait_for("client", 1, EXITED).remove(0);
+        let log = logs(&client.id);
+        (client, log)
     }
 
     /// Waits until the logs of `service` have `count` lines containing
@@ -695,9 +704,7 @@ fn reqrep_knobs_from_the_shell_change_what_the_containers_do() {
             ("RETRIES", "1"),
         ],
     );
-    stack.compose(&["up", "-d"]);
-    let client = stack.wait_for("client", 1, EXITED).remove(0);
-    let log = logs(&client.id);
+    let (client, log) = stack.up_until_the_client_exits();
     assert_eq!(client.exit_code, 1, "{log}");
     assert_eq!(replies_in(&log), 2, "{log}");
     assert!(log.contains("error: no reply to request #3"), "{log}");
@@ -736,9 +743,7 @@ fn broker_mode_lb_reaches_the_broker_and_the_workers() {
             ("INTERVAL_MS", "50"),
         ],
     );
-    stack.compose(&["up", "-d"]);
-    let client = stack.wait_for("client", 1, EXITED).remove(0);
-    let log = logs(&client.id);
+    let (client, log) = stack.up_until_the_client_exits();
     assert_eq!(client.exit_code, 0, "{log}");
     assert_eq!(replies_in(&log), 3, "{log}");
     for id in stack.containers("worker") {
@@ -793,8 +798,8 @@ fn the_two_exercises_are_separate_projects_with_both_files_side_by_side() {
     // own "reqrep" project is never touched.
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir_name = format!("zr{}-projects", std::process::id());
-    let dir = TempDir::new(&dir_name);
-    let dir = &dir.0;
+    let dir = TempDir::named(&dir_name);
+    let dir = dir.dir();
     let reqrep_text = std::fs::read_to_string(root.join(REQREP)).unwrap();
     assert_eq!(
         reqrep_text.lines().filter(|l| *l == "name: reqrep").count(),
@@ -848,34 +853,17 @@ fn the_two_exercises_are_separate_projects_with_both_files_side_by_side() {
     exercise1.wait_for("client", 1, RUNNING);
 }
 
-/// A directory of the test's own, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let path = std::env::temp_dir().join(name);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn the_broker_exercise_over_curve_serves_its_keys_and_refuses_an_unknown_one() {
     let Some(_engine) = engine() else { return };
     // The files side by side with a keys/ of the test's own, as a student
     // has them after the commands of docker-compose.curve.yml's header.
-    let dir = TempDir::new(&format!("zr{}-curve", std::process::id()));
+    let dir = TempDir::named(&format!("zr{}-curve", std::process::id()));
     let repository = Path::new(env!("CARGO_MANIFEST_DIR"));
     for file in [BROKER, CURVE] {
-        std::fs::copy(repository.join(file), dir.0.join(file)).unwrap();
+        std::fs::copy(repository.join(file), dir.dir().join(file)).unwrap();
     }
-    let keys = dir.0.join("keys");
+    let keys = dir.dir().join("keys");
     std::fs::create_dir_all(&keys).unwrap();
     // SAFETY: getuid and getgid only read the process's ids.
     let user = unsafe { format!("{}:{}", libc::getuid(), libc::getgid()) };
@@ -896,15 +884,13 @@ fn the_broker_exercise_over_curve_serves_its_keys_and_refuses_an_unknown_one() {
     .unwrap();
 
     let mut stack = Stack::with(
-        dir.0.join(BROKER),
+        dir.dir().join(BROKER),
         format!("zr{}-curve", std::process::id()),
         true,
         &[("KEYS_USER", &user), ("COUNT", "3"), ("INTERVAL_MS", "50")],
     );
-    stack.more_files.push(dir.0.join(CURVE));
-    stack.compose(&["up", "-d"]);
-    let client = stack.wait_for("client", 1, EXITED).remove(0);
-    let log = logs(&client.id);
+    stack.more_files.push(dir.dir().join(CURVE));
+    let (client, log) = stack.up_until_the_client_exits();
     assert_eq!(client.exit_code, 0, "{log}");
     assert_eq!(replies_in(&log), 3, "{log}");
     assert!(log.contains("CURVE client, public key"), "{log}");
@@ -1373,10 +1359,10 @@ impl SwarmStack {
         // the files leave out because compose warns about it (see the
         // broker file's header, which tells the students the same).
         let copies = (cli_major() < 23).then(|| {
-            let dir = TempDir::new(&format!("{name}-files"));
+            let dir = TempDir::named(&format!("{name}-files"));
             for file in &mut files {
                 let text = std::fs::read_to_string(&*file).unwrap();
-                let copy = dir.0.join(file.file_name().unwrap());
+                let copy = dir.dir().join(file.file_name().unwrap());
                 std::fs::write(&copy, format!("version: \"3.8\"\n{text}")).unwrap();
                 *file = copy;
             }

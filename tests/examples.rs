@@ -9,32 +9,9 @@
 
 mod common;
 
-use std::path::PathBuf;
-
-use common::{BROKER_CLIENT, CLIENT, Proc, SERVER, SOON, WORKER, free_port, reply_lines};
-
-/// Path of an example built by `cargo test`.
-fn example(name: &str) -> String {
-    let test_exe = std::env::current_exe().expect("the test's own path");
-    // target/<profile>/deps/examples-HASH -> target/<profile>/examples/NAME
-    let path: PathBuf = test_exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("examples").join(name))
-        .expect("the test runs from target/<profile>/deps/");
-    assert!(
-        path.exists(),
-        "{} is missing: a plain `cargo test` builds the examples; with a filter \
-         such as `--test examples`, run `cargo build --examples` first",
-        path.display()
-    );
-    path.to_string_lossy().into_owned()
-}
-
-/// A tcp endpoint on 127.0.0.1 at a port free a moment ago.
-fn free_endpoint() -> String {
-    format!("tcp://127.0.0.1:{}", free_port())
-}
+use common::{
+    BROKER_CLIENT, CLIENT, Proc, SERVER, SOON, WORKER, example, free_endpoint, reply_lines,
+};
 
 /// The ten "Received reply N: b\"World\"" lines of an `hwclient` that ended
 /// with exit code 0.

@@ -18,18 +18,6 @@ use common::*;
 const READY: u8 = 0x01;
 const HEARTBEAT: u8 = 0x02;
 
-/// A ROUTER of the test's own, as a broker's backend, on `endpoint`
-/// (`tcp://127.0.0.1:*` for any free port). Returns it and where it listens.
-fn fake_broker(ctx: &zmq::Context, endpoint: &str) -> (zmq::Socket, String) {
-    let router = ctx.socket(zmq::ROUTER).unwrap();
-    router.set_linger(0).unwrap();
-    router.set_rcvtimeo(10_000).unwrap();
-    router.set_sndtimeo(10_000).unwrap();
-    router.bind(endpoint).unwrap();
-    let endpoint = router.get_last_endpoint().unwrap().unwrap();
-    (router, endpoint)
-}
-
 /// The next message from a worker that is not a HEARTBEAT (within 10 s).
 fn next_message(router: &zmq::Socket) -> Vec<Vec<u8>> {
     loop {
@@ -61,22 +49,6 @@ fn messages_within(brokers: &[(&zmq::Socket, &[u8])], wait: Duration) -> Vec<Vec
     got
 }
 
-fn lb_worker(endpoints: &[&str], name: &str, heartbeat_ms: &str, extra: &[&str]) -> Proc {
-    let connect = endpoints.join(",");
-    let mut args = vec![
-        "--connect",
-        &connect,
-        "--mode",
-        "lb",
-        "--name",
-        name,
-        "--heartbeat-ms",
-        heartbeat_ms,
-    ];
-    args.extend_from_slice(extra);
-    Proc::start(WORKER, &args)
-}
-
 /// `[worker id, client, "", body]`, as a broker hands a request to a worker.
 fn send_request(router: &zmq::Socket, worker: &[u8], client: &str, body: &str) {
     router
@@ -89,10 +61,10 @@ fn send_request(router: &zmq::Socket, worker: &[u8], client: &str, body: &str) {
 #[test]
 fn lb_worker_serves_two_brokers_and_queues_the_second_request_that_comes_at_once() {
     let ctx = zmq::Context::new();
-    let (one, one_endpoint) = fake_broker(&ctx, "tcp://127.0.0.1:*");
-    let (two, two_endpoint) = fake_broker(&ctx, "tcp://127.0.0.1:*");
-    let worker = lb_worker(
-        &[&one_endpoint, &two_endpoint],
+    let (one, one_endpoint) = test_bound(&ctx, zmq::ROUTER, "tcp://127.0.0.1:*");
+    let (two, two_endpoint) = test_bound(&ctx, zmq::ROUTER, "tcp://127.0.0.1:*");
+    let worker = start_lb_worker(
+        &format!("{one_endpoint},{two_endpoint}"),
         "w",
         "1000",
         &["--work-ms", "800"],
@@ -150,9 +122,9 @@ fn lb_worker_serves_two_brokers_and_queues_the_second_request_that_comes_at_once
 #[test]
 fn lb_worker_sends_no_reply_to_a_broker_restarted_since_the_request_came() {
     let ctx = zmq::Context::new();
-    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
-    let (broker, _) = fake_broker(&ctx, &endpoint);
-    let worker = lb_worker(&[&endpoint], "w", "1000", &["--work-ms", "1500"]);
+    let endpoint = free_endpoint();
+    let (broker, _) = test_bound(&ctx, zmq::ROUTER, &endpoint);
+    let worker = start_lb_worker(&endpoint, "w", "1000", &["--work-ms", "1500"]);
     let id = next_message(&broker)[0].clone();
     send_request(&broker, &id, "client-a", "Hello");
     worker.wait_log("request b\"Hello\"", SOON);
@@ -164,7 +136,7 @@ fn lb_worker_sends_no_reply_to_a_broker_restarted_since_the_request_came() {
         &format!("connection to the broker at {endpoint} lost"),
         SOON,
     );
-    let (restarted, _) = fake_broker(&ctx, &endpoint);
+    let (restarted, _) = test_bound(&ctx, zmq::ROUTER, &endpoint);
     let ready = next_message(&restarted);
     assert_eq!(
         ready[1..],
@@ -186,10 +158,10 @@ fn lb_worker_sends_no_reply_to_a_broker_restarted_since_the_request_came() {
 #[test]
 fn lb_worker_drops_the_queued_request_of_a_broker_that_died_meanwhile() {
     let ctx = zmq::Context::new();
-    let (one, one_endpoint) = fake_broker(&ctx, "tcp://127.0.0.1:*");
-    let (two, two_endpoint) = fake_broker(&ctx, "tcp://127.0.0.1:*");
-    let worker = lb_worker(
-        &[&one_endpoint, &two_endpoint],
+    let (one, one_endpoint) = test_bound(&ctx, zmq::ROUTER, "tcp://127.0.0.1:*");
+    let (two, two_endpoint) = test_bound(&ctx, zmq::ROUTER, "tcp://127.0.0.1:*");
+    let worker = start_lb_worker(
+        &format!("{one_endpoint},{two_endpoint}"),
         "w",
         "1000",
         &["--work-ms", "1500"],
@@ -231,8 +203,8 @@ fn lb_worker_paused_for_less_than_three_heartbeats_still_announces_itself_again(
     // can be enough. (Seen: a worker resumed just after the broker expired
     // it, and stayed nameless there for good.)
     let ctx = zmq::Context::new();
-    let (broker, endpoint) = fake_broker(&ctx, "tcp://127.0.0.1:*");
-    let mut worker = lb_worker(&[&endpoint], "w", "200", &[]);
+    let (broker, endpoint) = test_bound(&ctx, zmq::ROUTER, "tcp://127.0.0.1:*");
+    let mut worker = start_lb_worker(&endpoint, "w", "200", &[]);
     let id = next_message(&broker)[0].clone();
     // Heartbeats both ways for a while, as a broker's, so that the worker
     // finds nothing amiss before or after its pause...
@@ -265,15 +237,7 @@ fn plain_worker_serves_two_brokers_each_reply_on_its_own_connection() {
     let ctx = zmq::Context::new();
     // Two DEALER backends, as two proxy brokers have.
     let backends: Vec<(zmq::Socket, String)> = (0..2)
-        .map(|_| {
-            let dealer = ctx.socket(zmq::DEALER).unwrap();
-            dealer.set_linger(0).unwrap();
-            dealer.set_rcvtimeo(10_000).unwrap();
-            dealer.set_sndtimeo(10_000).unwrap();
-            dealer.bind("tcp://127.0.0.1:*").unwrap();
-            let endpoint = dealer.get_last_endpoint().unwrap().unwrap();
-            (dealer, endpoint)
-        })
+        .map(|_| test_bound(&ctx, zmq::DEALER, "tcp://127.0.0.1:*"))
         .collect();
     let connect = format!("{},{}", backends[0].1, backends[1].1);
     let worker = Proc::start(WORKER, &["--connect", &connect, "--work-ms", "300"]);
@@ -304,7 +268,7 @@ fn plain_worker_serves_two_brokers_each_reply_on_its_own_connection() {
 #[test]
 fn worker_refuses_an_endpoint_listed_twice() {
     for mode in ["plain", "lb"] {
-        let mut worker = Proc::start(
+        usage_error(
             WORKER,
             &[
                 "--mode",
@@ -312,34 +276,13 @@ fn worker_refuses_an_endpoint_listed_twice() {
                 "--connect",
                 "tcp://127.0.0.1:5999,tcp://127.0.0.1:5999",
             ],
+            &[],
+            &["listed twice", "'--connect'"],
         );
-        worker.expect_exit(2, SOON);
-        let said = worker.wait_log("listed twice", SOON);
-        assert!(said.contains("'--connect'"), "{said}");
     }
 }
 
 // --- the real binaries: kill a broker under load -------------------------------
-
-/// Starts a broker on endpoints chosen in advance, so that it can be
-/// restarted on the same ones.
-fn broker_on(mode: &str, frontend: &str, backend: &str, heartbeat_ms: &str) -> Proc {
-    let broker = Proc::start(
-        BROKER,
-        &[
-            "--mode",
-            mode,
-            "--frontend",
-            frontend,
-            "--backend",
-            backend,
-            "--heartbeat-ms",
-            heartbeat_ms,
-        ],
-    );
-    broker.wait_log("frontend ROUTER on", SOON);
-    broker
-}
 
 /// The request numbers of a client's reply lines, in the order printed.
 fn replied(client: &Proc) -> Vec<u64> {
@@ -379,12 +322,10 @@ struct Failover {
 fn kill_a_broker_under_load(mode: &str) -> Failover {
     const HEARTBEAT_MS: u64 = 250;
     let heartbeat = HEARTBEAT_MS.to_string();
-    let ports: Vec<String> = (0..4)
-        .map(|_| format!("tcp://127.0.0.1:{}", free_port()))
-        .collect();
+    let ports: Vec<String> = (0..4).map(|_| free_endpoint()).collect();
     let (front1, back1, front2, back2) = (&ports[0], &ports[1], &ports[2], &ports[3]);
-    let mut broker1 = broker_on(mode, front1, back1, &heartbeat);
-    let broker2 = broker_on(mode, front2, back2, &heartbeat);
+    let mut broker1 = start_broker_on(mode, front1, back1, &["--heartbeat-ms", &heartbeat]);
+    let broker2 = start_broker_on(mode, front2, back2, &["--heartbeat-ms", &heartbeat]);
     let backends = format!("{back1},{back2}");
     let worker_mode = if mode == "lb" { "lb" } else { "plain" };
     let mut workers: Vec<Proc> = (1..=2)
@@ -457,7 +398,7 @@ fn kill_a_broker_under_load(mode: &str) -> Failover {
     // ...then broker 1 is back on the same ports, and the workers join it
     // again by themselves.
     let back = Instant::now();
-    let broker1 = broker_on(mode, front1, back1, &heartbeat);
+    let broker1 = start_broker_on(mode, front1, back1, &["--heartbeat-ms", &heartbeat]);
     broker1.wait_log_count(joined, 2, SOON);
     let reregistered_after = back.elapsed();
     if mode == "lb" {
@@ -538,15 +479,13 @@ fn proxy_either_broker_can_be_killed_under_load_and_nothing_is_lost() {
 fn clients_resend_to_the_broker_that_is_alive() {
     // The failover itself, seen from a client: a request that died with
     // its broker costs one timeout, and its resend is answered by the other.
-    let ports: Vec<String> = (0..4)
-        .map(|_| format!("tcp://127.0.0.1:{}", free_port()))
-        .collect();
-    let mut broker1 = broker_on("lb", &ports[0], &ports[1], "1000");
-    let broker2 = broker_on("lb", &ports[2], &ports[3], "1000");
+    let ports: Vec<String> = (0..4).map(|_| free_endpoint()).collect();
+    let mut broker1 = start_broker_on("lb", &ports[0], &ports[1], &["--heartbeat-ms", "1000"]);
+    let broker2 = start_broker_on("lb", &ports[2], &ports[3], &["--heartbeat-ms", "1000"]);
     // Broker 1's only worker takes long: the request is in its hands when
     // broker 1 dies. Broker 2 has a quick one.
-    let _slow = lb_worker(&[&ports[1]], "slow", "1000", &["--work-ms", "5000"]);
-    let _quick = lb_worker(&[&ports[3]], "quick", "1000", &[]);
+    let _slow = start_lb_worker(&ports[1], "slow", "1000", &["--work-ms", "5000"]);
+    let _quick = start_lb_worker(&ports[3], "quick", "1000", &[]);
     broker1.wait_log("worker slow (", SOON);
     broker2.wait_log("worker quick (", SOON);
     let frontends = format!("{},{}", ports[0], ports[2]);

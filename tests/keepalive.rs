@@ -13,33 +13,15 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{BROKER_CLIENT, CLIENT, Proc, SOON, WORKER, free_port, start_broker};
+use common::{BROKER_CLIENT, CLIENT, Proc, SOON, WORKER, example, free_port, start_broker};
 use zmq_reqrep::plumbing::keepalive::{INTERVAL, TIMEOUT, TTL};
 
 /// Time for a silent peer to be dropped: the next PING comes within
 /// INTERVAL, then TIMEOUT (or TTL) passes; plus room for a loaded machine.
 const DROPPED_WITHIN: Duration = Duration::from_secs(INTERVAL.as_secs() + TIMEOUT.as_secs() + 20);
-
-/// Path of an example built by `cargo test` (as in tests/examples.rs).
-fn example(name: &str) -> String {
-    let test_exe = std::env::current_exe().expect("the test's own path");
-    let path: PathBuf = test_exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("examples").join(name))
-        .expect("the test runs from target/<profile>/deps/");
-    assert!(
-        path.exists(),
-        "{} is missing: a plain `cargo test` builds the examples; with a filter \
-         such as `--test keepalive`, run `cargo build --examples` first",
-        path.display()
-    );
-    path.to_string_lossy().into_owned()
-}
 
 /// TCP states in /proc/net/tcp.
 const ESTABLISHED: &str = "01";
@@ -92,8 +74,8 @@ fn bare_server() -> (Proc, u16) {
 #[test]
 fn a_client_waiting_for_ever_drops_its_connection_to_a_frozen_server() {
     let (mut server, port) = bare_server();
-    // --timeout-ms 0: the naive client, which never gives up on its own and
-    // never replaces its socket; only heartbeats can close the connection.
+    // --timeout-ms 0: the naive client, which waits for its reply for ever;
+    // only heartbeats can close the connection.
     let _client = Proc::start(
         CLIENT,
         &[

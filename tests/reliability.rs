@@ -27,7 +27,7 @@ fn kill_server_holding_the_sixth_request(endpoint: &str, client_args: &[&str]) -
 
 #[test]
 fn client_with_retries_survives_its_server_dying_and_coming_back() {
-    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let endpoint = free_endpoint();
     let mut client = kill_server_holding_the_sixth_request(
         &endpoint,
         &["--timeout-ms", "1000", "--retries", "3"],
@@ -54,7 +54,7 @@ fn client_with_retries_survives_its_server_dying_and_coming_back() {
 
 #[test]
 fn naive_client_hangs_forever_when_its_server_dies() {
-    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let endpoint = free_endpoint();
     let mut client = kill_server_holding_the_sixth_request(&endpoint, &["--timeout-ms", "0"]);
     thread::sleep(Duration::from_secs(1));
     let _server = Proc::start(SERVER, &["--bind", &endpoint]);
@@ -76,11 +76,7 @@ fn a_late_reply_to_an_abandoned_request_is_never_taken_for_the_next() {
     // connection, so only the request id (ZMQ_REQ_CORRELATE) tells the late
     // reply from the fresh one.
     let ctx = zmq::Context::new();
-    let rep = ctx.socket(zmq::REP).unwrap();
-    rep.set_linger(0).unwrap();
-    rep.set_rcvtimeo(10_000).unwrap();
-    rep.bind("tcp://127.0.0.1:*").unwrap();
-    let endpoint = rep.get_last_endpoint().unwrap().unwrap();
+    let (rep, endpoint) = test_bound(&ctx, zmq::REP, "tcp://127.0.0.1:*");
     let mut client = Proc::start(
         CLIENT,
         &[
@@ -155,40 +151,6 @@ fn client_gives_up_after_its_retries_with_a_clear_error() {
             .unwrap()
             .contains("done: 0 replies to 1 request, 2 resends")
     );
-}
-
-/// Starts a broker on ports chosen in advance (so that it can be restarted on them).
-fn start_broker_on(mode: &str, frontend: &str, backend: &str, heartbeat_ms: &str) -> Proc {
-    let broker = Proc::start(
-        BROKER,
-        &[
-            "--mode",
-            mode,
-            "--frontend",
-            frontend,
-            "--backend",
-            backend,
-            "--heartbeat-ms",
-            heartbeat_ms,
-        ],
-    );
-    broker.wait_log("frontend ROUTER on", SOON);
-    broker
-}
-
-fn start_lb_worker(backend: &str, name: &str, heartbeat_ms: &str, extra: &[&str]) -> Proc {
-    let mut args = vec![
-        "--connect",
-        backend,
-        "--mode",
-        "lb",
-        "--name",
-        name,
-        "--heartbeat-ms",
-        heartbeat_ms,
-    ];
-    args.extend_from_slice(extra);
-    Proc::start(WORKER, &args)
 }
 
 #[test]
@@ -353,9 +315,9 @@ fn lb_gives_a_slow_worker_far_less_work_than_round_robin_does() {
 
 #[test]
 fn lb_workers_serve_again_within_five_seconds_of_a_broker_restart() {
-    let frontend = format!("tcp://127.0.0.1:{}", free_port());
-    let backend = format!("tcp://127.0.0.1:{}", free_port());
-    let mut broker = start_broker_on("lb", &frontend, &backend, "1000");
+    let frontend = free_endpoint();
+    let backend = free_endpoint();
+    let mut broker = start_broker_on("lb", &frontend, &backend, &["--heartbeat-ms", "1000"]);
     let _workers: Vec<Proc> = (1..=2)
         .map(|i| start_lb_worker(&backend, &format!("w{i}"), "1000", &[]))
         .collect();
@@ -370,7 +332,7 @@ fn lb_workers_serve_again_within_five_seconds_of_a_broker_restart() {
     assert!(broker.wait_exit(SOON).is_some());
     let replies_before = reply_lines(&client).len();
     thread::sleep(Duration::from_secs(1));
-    let broker = start_broker_on("lb", &frontend, &backend, "1000");
+    let broker = start_broker_on("lb", &frontend, &backend, &["--heartbeat-ms", "1000"]);
     let back = Instant::now();
     client.wait_out_count(" got ", replies_before + 3, Duration::from_secs(5));
     let took = back.elapsed();
@@ -382,13 +344,13 @@ fn lb_workers_serve_again_within_five_seconds_of_a_broker_restart() {
 
 #[test]
 fn lb_worker_started_before_its_broker_joins_when_it_comes() {
-    let frontend = format!("tcp://127.0.0.1:{}", free_port());
-    let backend = format!("tcp://127.0.0.1:{}", free_port());
+    let frontend = free_endpoint();
+    let backend = free_endpoint();
     let worker = start_lb_worker(&backend, "early", "200", &[]);
     worker.wait_log("lb worker connecting", SOON);
     // Long enough for the worker to find the broker silent and reconnect.
     thread::sleep(Duration::from_millis(1500));
-    let broker = start_broker_on("lb", &frontend, &backend, "200");
+    let broker = start_broker_on("lb", &frontend, &backend, &["--heartbeat-ms", "200"]);
     broker.wait_log("worker early (", SOON);
     let mut client = Proc::start(
         BROKER_CLIENT,

@@ -8,14 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn start_server(extra: &[&str]) -> (Proc, String) {
-    let mut args = vec!["--bind", "tcp://127.0.0.1:*"];
-    args.extend_from_slice(extra);
-    let server = Proc::start(SERVER, &args);
-    let endpoint = server.wait_endpoints("REP listening on").remove(0);
-    (server, endpoint)
-}
-
 #[test]
 fn client_and_server_exchange_twenty_messages() {
     let (_server, endpoint) = start_server(&["--name", "s1"]);
@@ -163,8 +155,7 @@ fn empty_binary_and_large_payloads_reach_the_server_byte_for_byte() {
 
 #[test]
 fn empty_binary_and_large_payloads_leave_the_client_byte_for_byte() {
-    let dir = std::env::temp_dir().join(format!("zmq-reqrep-payload-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("payload");
     let large: Vec<u8> = (0..512 * 1024).map(|i| (i * 13 % 256) as u8).collect();
     let cases: [(&str, Vec<u8>, &str); 3] = [
         ("empty", Vec::new(), r#"got b"" in"#),
@@ -177,13 +168,8 @@ fn empty_binary_and_large_payloads_leave_the_client_byte_for_byte() {
     ];
     let ctx = zmq::Context::new();
     for (name, payload, shown) in cases {
-        let rep = ctx.socket(zmq::REP).unwrap();
-        rep.set_linger(0).unwrap();
-        rep.set_rcvtimeo(10_000).unwrap();
-        rep.bind("tcp://127.0.0.1:*").unwrap();
-        let endpoint = rep.get_last_endpoint().unwrap().unwrap();
-        let file = dir.join(name);
-        std::fs::write(&file, &payload).unwrap();
+        let (rep, endpoint) = test_bound(&ctx, zmq::REP, "tcp://127.0.0.1:*");
+        let file = dir.file(name, &payload);
 
         let mut client = Proc::start(
             CLIENT,
@@ -191,7 +177,7 @@ fn empty_binary_and_large_payloads_leave_the_client_byte_for_byte() {
                 "--connect",
                 &endpoint,
                 "--message-file",
-                file.to_str().unwrap(),
+                &file,
                 "--count",
                 "1",
             ],
@@ -203,7 +189,6 @@ fn empty_binary_and_large_payloads_leave_the_client_byte_for_byte() {
         let line = reply_lines(&client).pop().unwrap_or_default();
         assert!(line.contains(shown), "{name}: {line}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Starts `exe`, lets it show it is running, sends SIGTERM, and checks it
@@ -262,111 +247,90 @@ fn every_role_stops_on_sigterm_within_a_second_with_its_summary() {
     }
 }
 
-/// Runs `exe` with bad arguments and checks for exit code 2 and one line
-/// on stderr containing every `needle`.
-fn refuses(exe: &str, args: &[&str], env: &[(&str, &str)], needles: &[&str]) {
-    let mut proc = Proc::start_with_env(exe, args, env);
-    proc.expect_exit(2, SOON);
-    let stderr = proc.stderr();
-    assert_eq!(
-        stderr.len(),
-        1,
-        "{args:?}: expected one line, got {stderr:#?}"
-    );
-    assert!(stderr[0].starts_with("error: "), "{}", stderr[0]);
-    for needle in needles {
-        assert!(
-            stderr[0].contains(needle),
-            "{args:?}: {needle:?} not in {}",
-            stderr[0]
-        );
-    }
-}
-
 #[test]
 fn bad_command_lines_exit_2_naming_the_option_and_value() {
-    refuses(
+    usage_error(
         SERVER,
         &["--bind", "tcp://*:99999"],
         &[],
         &["--bind", "99999", "out of range"],
     );
-    refuses(
+    usage_error(
         SERVER,
         &["--bind", "tcp://127.0.0.1"],
         &[],
         &["--bind", "missing port"],
     );
-    refuses(SERVER, &["--bind", "udp://*:5555"], &[], &["--bind", "udp"]);
-    refuses(SERVER, &["--work-ms", "soon"], &[], &["--work-ms", "soon"]);
-    refuses(
+    usage_error(SERVER, &["--bind", "udp://*:5555"], &[], &["--bind", "udp"]);
+    usage_error(SERVER, &["--work-ms", "soon"], &[], &["--work-ms", "soon"]);
+    usage_error(
         SERVER,
         &["--max-message-bytes", "0"],
         &[],
         &["--max-message-bytes", "0"],
     );
-    refuses(
+    usage_error(
         SERVER,
         &["--crash-after", "0"],
         &[],
         &["--crash-after", "0"],
     );
-    refuses(
+    usage_error(
         CLIENT,
         &["--connect", "tcp://localhost"],
         &[],
         &["--connect", "missing port"],
     );
-    refuses(
+    usage_error(
         CLIENT,
         &["--connect", "tcp://localhost:5555x"],
         &[],
         &["--connect", "5555x"],
     );
-    refuses(
+    usage_error(
         CLIENT,
         &["--connect", "tcp://*:5555"],
         &[],
         &["--connect", "'*'"],
     );
-    refuses(CLIENT, &["--count", "abc"], &[], &["--count", "abc"]);
-    refuses(
+    usage_error(CLIENT, &["--count", "abc"], &[], &["--count", "abc"]);
+    usage_error(
         CLIENT,
         &[],
         &[("INTERVAL_MS", "-5")],
         &["--interval-ms", "-5"],
     );
-    refuses(
+    usage_error(
         CLIENT,
         &[],
         &[("CONNECT", "tcp://a:1,tcp://b:70000")],
         &["--connect", "70000"],
     );
-    refuses(
+    usage_error(
         BROKER_CLIENT,
         &["--timeout-ms", "x"],
         &[],
         &["--timeout-ms", "x"],
     );
-    refuses(
+    usage_error(
         BROKER,
         &["--mode", "fast"],
         &[],
         &["--mode", "fast", "[possible values: proxy, lb]"],
     );
-    refuses(
+    usage_error(
         BROKER,
         &["--backend", "tcp://*:"],
         &[],
         &["--backend", "not a number"],
     );
-    refuses(
+    usage_error(
         WORKER,
         &["--heartbeat-ms", "0"],
         &[],
         &["--heartbeat-ms", "0"],
     );
-    refuses(
+    usage_error(
         WORKER,
         &["--connect", "tcp://localhost:0"],
         &[],
@@ -376,13 +340,13 @@ fn bad_command_lines_exit_2_naming_the_option_and_value() {
     // A port that is taken is only found when binding.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("tcp://127.0.0.1:{}", taken.local_addr().unwrap().port());
-    refuses(
+    usage_error(
         SERVER,
         &["--bind", &endpoint],
         &[],
         &["--bind", &endpoint, "address already in use"],
     );
-    refuses(
+    usage_error(
         BROKER,
         &["--frontend", "tcp://127.0.0.1:*", "--backend", &endpoint],
         &[],
@@ -417,5 +381,5 @@ fn an_unresolvable_host_is_a_request_that_cannot_be_sent_not_a_usage_error() {
         last.contains("(2 attempts, each waiting 200 ms for a connection"),
         "{last}"
     );
-    client.wait_log("trying again (1 of 1 retries)", SOON);
+    client.wait_log("trying again (1 of 1 retry)", SOON);
 }

@@ -1,20 +1,12 @@
 //! How `reqrep_server` ends, under the faults of issue 9: a crash right
-//! after a reply, a stop in the middle of a request, a second stop signal,
-//! and a command line it cannot use.
+//! after a reply, a stop in the middle of a request, a second stop signal;
+//! and a command line a role cannot use (the broker's `--mode`).
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::*;
-
-fn start_server(extra: &[&str]) -> (Proc, String) {
-    let mut args = vec!["--bind", "tcp://127.0.0.1:*"];
-    args.extend_from_slice(extra);
-    let server = Proc::start(SERVER, &args);
-    let endpoint = server.wait_endpoints("REP listening on").remove(0);
-    (server, endpoint)
-}
 
 /// The client is the naive one (`--timeout-ms 0`), a plain REQ like the
 /// course's pyzmq client: the Lazy Pirate client's ZMQ_IMMEDIATE lets libzmq
@@ -92,15 +84,10 @@ fn defect_9_a_second_stop_signal_forces_the_exit() {
 
 #[test]
 fn defect_9_an_unknown_value_lists_the_possible_values() {
-    let mut broker = Proc::start(BROKER, &["--mode", "foo"]);
-    broker.expect_exit(2, SOON);
-    let stderr = broker.stderr();
-    assert_eq!(stderr.len(), 1, "{stderr:#?}");
-    assert!(
-        stderr[0].contains("'foo'")
-            && stderr[0].contains("--mode")
-            && stderr[0].contains("[possible values: proxy, lb]"),
-        "{}",
-        stderr[0]
+    usage_error(
+        BROKER,
+        &["--mode", "foo"],
+        &[],
+        &["'foo'", "--mode", "[possible values: proxy, lb]"],
     );
 }

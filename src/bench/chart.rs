@@ -8,6 +8,7 @@
 use std::fmt::Write as _;
 
 use super::Report;
+use crate::plumbing::logging::Count;
 
 const WIDTH: f64 = 1100.0;
 const LABEL_WIDTH: f64 = 330.0;
@@ -46,8 +47,8 @@ pub fn svg(report: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        r##"<text x="10" y="42" fill="#555">{} cores, {}, {} build: {}</text>"##,
-        m.cores,
+        r##"<text x="10" y="42" fill="#555">{}, {}, {} build: {}</text>"##,
+        Count::new(m.cores as u64, "core"),
         escape(&m.cpu),
         m.build,
         escape(&report.command)

@@ -30,6 +30,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use self::stats::Percentiles;
+use crate::plumbing::logging::Count;
 
 /// Sizes and settings of a benchmark run.
 #[derive(Debug, Clone)]
@@ -38,15 +39,17 @@ pub struct Options {
     pub size: usize,
     /// Lock-step round trips in the reqrep and pipeline scenarios.
     pub round_trips: u64,
-    /// Clients in the broker, balance and page scenarios.
+    /// Clients in the broker, balance, page and failover scenarios.
     pub clients: usize,
-    /// Workers in the broker, balance and page scenarios.
+    /// Workers in the broker, balance, scale, page and failover scenarios
+    /// (balance takes at least 2).
     pub workers: usize,
-    /// Requests per client in the broker and page scenarios.
+    /// Requests per client in the broker, page and failover scenarios.
     pub requests: u64,
     /// Requests per client in the balance scenario.
     pub balance_requests: u64,
-    /// Service time of the workers in the broker and page scenarios (ms).
+    /// Service time of the workers in the broker, page and failover
+    /// scenarios (ms).
     pub work_ms: u64,
     /// Service time of the fast workers in the balance scenario (ms).
     pub fast_ms: u64,
@@ -162,8 +165,12 @@ impl Report {
         let m = &self.machine;
         let _ = writeln!(
             text,
-            "{} cores, {}, Linux {}, {} build: {}",
-            m.cores, m.cpu, m.kernel, m.build, self.command
+            "{}, {}, Linux {}, {} build: {}",
+            Count::new(m.cores as u64, "core"),
+            m.cpu,
+            m.kernel,
+            m.build,
+            self.command
         );
         let _ = writeln!(
             text,

@@ -16,11 +16,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 
-use super::scenarios::{
-    Broker, Once, READY_WITHIN, Run, Variant, endpoints, measure, outcome, peer,
-};
+use super::scenarios::{Broker, Once, READY_WITHIN, Run, Variant, fleet, measure, outcome, peer};
 use super::{Options, Row};
-use crate::plumbing::child::{Child, Stream};
+use crate::plumbing::child::Stream;
+use crate::plumbing::logging::Count;
 
 /// How often the page asks for `/stats` (`POLL_MS` in dashboard.html).
 pub const POLL_EVERY: Duration = Duration::from_millis(400);
@@ -50,16 +49,11 @@ pub fn page(options: &Options) -> anyhow::Result<Vec<Row>> {
 
 /// One run: an lb broker, with its page and `viewers` viewers if given.
 fn watched(viewers: Option<usize>, options: &Options) -> anyhow::Result<Run> {
-    let any = "tcp://127.0.0.1:*";
-    let mut args: Vec<String> = ["--mode", "lb", "--frontend", any, "--backend", any]
-        .map(String::from)
-        .into();
-    if viewers.is_some() {
-        args.extend(["--http".into(), "127.0.0.1:0".into()]);
-    }
-    let mut broker = Child::role("broker", &args)?;
-    let [frontend, backend] = <[String; 2]>::try_from(endpoints(&broker, "frontend ROUTER on")?)
-        .map_err(|found| anyhow!("expected two endpoints, got {found:?}"))?;
+    let page = match viewers {
+        Some(_) => vec!["--http".into(), "127.0.0.1:0".into()],
+        None => Vec::new(),
+    };
+    let (mut broker, frontend, backend) = Broker::Lb.start_with(page)?;
     let mut viewer = match viewers {
         Some(viewers) => {
             let line = broker
@@ -80,25 +74,7 @@ fn watched(viewers: Option<usize>, options: &Options) -> anyhow::Result<Run> {
     };
     let work = vec![options.work_ms; options.workers];
     let mut workers = Broker::Lb.workers(&broker, &backend, &work, None)?;
-    let (clients, requests) = (options.clients.to_string(), options.requests.to_string());
-    let size = options.size.to_string();
-    let stall = options.max_run.as_secs().max(1).to_string();
-    let run_ms = options.run.as_millis().to_string();
-    let mut fleet = peer(&[
-        "fleet",
-        "--run-ms",
-        &run_ms,
-        "--connect",
-        &frontend,
-        "--clients",
-        &clients,
-        "--requests",
-        &requests,
-        "--size",
-        &size,
-        "--stall-s",
-        &stall,
-    ])?;
+    let mut fleet = fleet(&frontend, options.clients, options.requests, options, &[])?;
     let run = Run::from_outcome(outcome(&mut fleet, options)?, &broker);
     if let Some(viewer) = &mut viewer {
         viewer.stop();
@@ -148,7 +124,10 @@ pub fn viewer(address: &str, viewers: usize) -> anyhow::Result<()> {
     for _ in 0..viewers {
         page_loads.recv()??;
     }
-    eprintln!("viewing http://{address}/ with {viewers} viewer(s)");
+    eprintln!(
+        "viewing http://{address}/ with {}",
+        Count::new(viewers as u64, "viewer")
+    );
     loop {
         thread::park();
     }

@@ -52,7 +52,9 @@ fn ns(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
-fn payload(size: usize) -> Vec<u8> {
+/// `size` bytes of "HelloHello...", the request body of every load
+/// generator (and of the role clients' `--message-file`).
+pub(super) fn payload(size: usize) -> Vec<u8> {
     (0..size).map(|i| b"Hello"[i % 5]).collect()
 }
 

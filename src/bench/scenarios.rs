@@ -1,4 +1,5 @@
-//! The five scenarios, each with the baseline it is compared against.
+//! The scenarios, each with the baseline it is compared against (`page`,
+//! the broker's live page, is in [`super::page`]).
 //!
 //! | scenario | baseline | compared |
 //! |---|---|---|
@@ -21,6 +22,7 @@ use super::peers::Outcome;
 use super::stats::{median_index, percentiles};
 use super::{Options, Row};
 use crate::plumbing::child::{Child, Stream};
+use crate::plumbing::logging::Count;
 
 /// What one run of a variant measured.
 pub(super) struct Run {
@@ -209,8 +211,9 @@ fn wait_established(port: u16, count: usize) -> anyhow::Result<()> {
     while established_to(port) < count {
         if Instant::now() >= deadline {
             bail!(
-                "only {} of {count} workers connected to port {port}",
-                established_to(port)
+                "only {} of {} connected to port {port}",
+                established_to(port),
+                Count::new(count as u64, "worker")
             );
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -250,10 +253,7 @@ fn message_args(size: usize) -> anyhow::Result<Vec<String>> {
     let path: PathBuf =
         std::env::temp_dir().join(format!("zmq-reqrep-bench-{}-{size}", std::process::id()));
     if !path.exists() {
-        std::fs::write(
-            &path,
-            (0..size).map(|i| b"Hello"[i % 5]).collect::<Vec<u8>>(),
-        )?;
+        std::fs::write(&path, super::peers::payload(size))?;
     }
     Ok(vec!["--message-file".into(), path.display().to_string()])
 }
@@ -477,12 +477,18 @@ pub(super) enum Broker {
 impl Broker {
     /// Starts the broker, a CURVE server if given keys (ours only).
     fn start(self, curve: Option<&Keys>) -> anyhow::Result<(Child, String, String)> {
+        self.start_with(curve.map(Keys::server_args).unwrap_or_default())
+    }
+
+    /// Starts the broker on free ports with `extra` options (ours only):
+    /// (broker, frontend, backend).
+    pub(super) fn start_with(self, extra: Vec<String>) -> anyhow::Result<(Child, String, String)> {
         let any = "tcp://127.0.0.1:*";
         let ours = |mode: &str| {
             let mut args: Vec<String> = ["--mode", mode, "--frontend", any, "--backend", any]
                 .map(String::from)
                 .into();
-            args.extend(curve.map(Keys::server_args).unwrap_or_default());
+            args.extend(extra);
             Child::role("broker", &args)
         };
         let (child, needle) = match self {
@@ -559,6 +565,39 @@ impl Broker {
     }
 }
 
+/// Starts `clients` lock-step clients (one `bench peer fleet` process),
+/// `requests` each, at the broker frontends `connect` (separated by
+/// commas), for `options.run` at most, with `extra` options (CURVE keys).
+pub(super) fn fleet(
+    connect: &str,
+    clients: usize,
+    requests: u64,
+    options: &Options,
+    extra: &[String],
+) -> anyhow::Result<Child> {
+    let (clients, requests) = (clients.to_string(), requests.to_string());
+    let size = options.size.to_string();
+    let stall = options.max_run.as_secs().max(1).to_string();
+    let run_ms = options.run.as_millis().to_string();
+    let mut args = vec![
+        "fleet",
+        "--run-ms",
+        &run_ms,
+        "--connect",
+        connect,
+        "--clients",
+        &clients,
+        "--requests",
+        &requests,
+        "--size",
+        &size,
+        "--stall-s",
+        &stall,
+    ];
+    args.extend(extra.iter().map(String::as_str));
+    peer(&args)
+}
+
 /// `clients` lock-step clients (one `bench peer fleet` process), `requests`
 /// each, through `broker`, to workers with the given service times; every
 /// connection over CURVE if given keys.
@@ -572,28 +611,8 @@ fn through_broker(
 ) -> anyhow::Result<Run> {
     let (mut broker, frontend, backend) = broker_kind.start(curve)?;
     let mut workers = broker_kind.workers(&broker, &backend, work_ms, curve)?;
-    let (clients, requests) = (clients.to_string(), requests.to_string());
-    let size = options.size.to_string();
-    let stall = options.max_run.as_secs().max(1).to_string();
-    let run_ms = options.run.as_millis().to_string();
-    let mut args = vec![
-        "fleet",
-        "--run-ms",
-        &run_ms,
-        "--connect",
-        &frontend,
-        "--clients",
-        &clients,
-        "--requests",
-        &requests,
-        "--size",
-        &size,
-        "--stall-s",
-        &stall,
-    ];
     let curve_args = curve.map(Keys::client_args).unwrap_or_default();
-    args.extend(curve_args.iter().map(String::as_str));
-    let mut fleet = peer(&args)?;
+    let mut fleet = fleet(&frontend, clients, requests, options, &curve_args)?;
     let run = Run::from_outcome(outcome(&mut fleet, options)?, &broker);
     for worker in &mut workers {
         worker.stop();
@@ -698,10 +717,7 @@ pub fn scale(options: &Options) -> anyhow::Result<Vec<Row>> {
         .map(|(i, &clients)| {
             let variant = Variant {
                 scenario: "scale",
-                name: format!(
-                    "broker --mode lb, {clients} client{}",
-                    if clients == 1 { "" } else { "s" }
-                ),
+                name: format!("broker --mode lb, {}", Count::new(clients as u64, "client")),
                 baseline: i == 0,
                 clients,
                 workers: options.workers,
@@ -805,25 +821,7 @@ fn through_two_brokers(work_ms: &[u64], options: &Options) -> anyhow::Result<Run
         None,
     )?;
     let frontends = format!("{front1},{front2}");
-    let (clients, requests) = (options.clients.to_string(), options.requests.to_string());
-    let size = options.size.to_string();
-    let stall = options.max_run.as_secs().max(1).to_string();
-    let run_ms = options.run.as_millis().to_string();
-    let mut fleet = peer(&[
-        "fleet",
-        "--run-ms",
-        &run_ms,
-        "--connect",
-        &frontends,
-        "--clients",
-        &clients,
-        "--requests",
-        &requests,
-        "--size",
-        &size,
-        "--stall-s",
-        &stall,
-    ])?;
+    let mut fleet = fleet(&frontends, options.clients, options.requests, options, &[])?;
     let mut run = Run::from_outcome(outcome(&mut fleet, options)?, &one);
     run.server_rss_kib = run.server_rss_kib.max(two.peak_rss_kib());
     run.server_cpu = match (run.server_cpu, two.cpu_time()) {
@@ -1001,11 +999,11 @@ fn kills(options: &Options) -> anyhow::Result<Vec<Row>> {
         .filter(|&&wait| wait >= options.failover_timeout)
         .count();
     eprintln!(
-        "bench: failover / {} kills x {} clients: from a kill to the next reply p50 {:.1} ms, \
+        "bench: failover / {} x {}: from a kill to the next reply p50 {:.1} ms, \
          p99 {:.1} ms, max {:.1} ms; longest wait for a reply p50 {:.1} ms, p99 {:.1} ms, \
-         max {:.1} ms; {waited_a_timeout} of {} waited a timeout; {} resends, {} lost",
-        killed_at.len(),
-        trace.replies_at_unix_ns.len(),
+         max {:.1} ms; {waited_a_timeout} of {} waited a timeout; {}, {} lost",
+        Count::new(killed_at.len() as u64, "kill"),
+        Count::new(trace.replies_at_unix_ns.len() as u64, "client"),
         to_next.p50_ms,
         to_next.p99_ms,
         ms(&next),
@@ -1013,12 +1011,15 @@ fn kills(options: &Options) -> anyhow::Result<Vec<Row>> {
         to_longest.p99_ms,
         ms(&longest),
         longest.len(),
-        trace.resends,
+        Count::new(trace.resends, "resend"),
         trace.lost
     );
     let row = |what: &str, latency| Row {
         scenario: "failover".into(),
-        variant: format!("{} SIGKILLs; p = {what}", killed_at.len()),
+        variant: format!(
+            "{}; p = {what}",
+            Count::new(killed_at.len() as u64, "SIGKILL")
+        ),
         baseline: false,
         clients: options.clients,
         workers: options.workers,

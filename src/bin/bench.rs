@@ -99,19 +99,20 @@ struct RunArgs {
     /// Round trips in the reqrep and pipeline scenarios
     #[arg(long, default_value_t = 20_000)]
     round_trips: u64,
-    /// Clients in the broker, balance and page scenarios
+    /// Clients in the broker, balance, page and failover scenarios
     #[arg(long, default_value_t = 4)]
     clients: usize,
-    /// Workers in the broker, balance, scale and page scenarios
+    /// Workers in the broker, balance, scale, page and failover scenarios
     #[arg(long, default_value_t = 4)]
     workers: usize,
-    /// Requests per client in the broker and page scenarios
+    /// Requests per client in the broker, page and failover scenarios
     #[arg(long, default_value_t = 5_000)]
     requests: u64,
     /// Requests per client in the balance scenario
     #[arg(long, default_value_t = 200)]
     balance_requests: u64,
-    /// Service time of every worker in the broker scenario (ms)
+    /// Service time of every worker in the broker, page and failover
+    /// scenarios (ms)
     #[arg(long, default_value_t = 0)]
     work_ms: u64,
     /// Service time of the fast workers in the balance scenario (ms)

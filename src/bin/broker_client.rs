@@ -51,7 +51,7 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals().context("installing the Ctrl-C/SIGTERM handler")?;
-    // What every REQ socket presents to the server (src/security/).
+    // What the REQ socket presents to the server (src/security/).
     zmq_reqrep::security::credentials::install(&args.security)?;
     client::run("broker_client", &args.client, &shutdown)
 }

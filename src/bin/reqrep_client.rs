@@ -57,7 +57,7 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals().context("installing the Ctrl-C/SIGTERM handler")?;
-    // What every REQ socket presents to the server (src/security/).
+    // What the REQ socket presents to the server (src/security/).
     zmq_reqrep::security::credentials::install(&args.security)?;
     client::run("reqrep_client", &args.client, &shutdown)
 }

@@ -45,13 +45,10 @@ pub const SHOWN: usize = 100;
 /// The page: one file, built into the binary.
 const PAGE: &str = include_str!("dashboard.html");
 
-/// What the page shows, as the loop last published it.
+/// What the page shows that changes, as the loop last published it (what
+/// does not, the mode and the broker's name, the [`Board`] holds).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Snapshot {
-    /// `lb` or `proxy`.
-    pub mode: &'static str,
-    /// The broker's `--name`.
-    pub broker: String,
     /// Seconds since the loop started.
     pub uptime_s: f64,
     /// Requests taken from clients.
@@ -177,7 +174,9 @@ impl Journal {
 /// Where the loop leaves its snapshots for the HTTP threads.
 #[derive(Debug)]
 pub struct Board {
+    /// `lb` or `proxy`.
     mode: &'static str,
+    /// The broker's `--name`.
     broker: String,
     latest: Mutex<Arc<Snapshot>>,
     /// Open connections on the frontend and the backend, counted by their
@@ -186,9 +185,12 @@ pub struct Board {
     workers: Option<OpenConnections>,
 }
 
-/// The JSON of `/stats`: the snapshot, and the connections counted now.
+/// The JSON of `/stats`: the broker, its latest snapshot, and the
+/// connections counted now.
 #[derive(Serialize)]
 struct Stats<'a> {
+    mode: &'static str,
+    broker: &'a str,
     #[serde(flatten)]
     snapshot: &'a Snapshot,
     connections: Connections,
@@ -211,15 +213,10 @@ impl Board {
         clients: Option<OpenConnections>,
         workers: Option<OpenConnections>,
     ) -> Arc<Board> {
-        let first = Snapshot {
-            mode,
-            broker: broker.to_string(),
-            ..Snapshot::default()
-        };
         Arc::new(Board {
             mode,
             broker: broker.to_string(),
-            latest: Mutex::new(Arc::new(first)),
+            latest: Mutex::new(Arc::new(Snapshot::default())),
             clients,
             workers,
         })
@@ -234,6 +231,8 @@ impl Board {
     fn stats_json(&self) -> Vec<u8> {
         let snapshot = self.latest();
         let stats = Stats {
+            mode: self.mode,
+            broker: &self.broker,
             snapshot: &snapshot,
             connections: Connections {
                 clients: self.clients.as_ref().map(OpenConnections::get),
@@ -316,8 +315,6 @@ impl Publisher {
             return;
         }
         let mut snapshot = Snapshot {
-            mode: self.board.mode,
-            broker: self.board.broker.clone(),
             uptime_s: now.duration_since(self.started).as_secs_f64(),
             requests,
             replies,
@@ -390,6 +387,7 @@ mod tests {
         let board = Board::new("lb", "b", None, Some(OpenConnections::default()));
         let json: serde_json::Value = serde_json::from_slice(&board.stats_json()).unwrap();
         assert_eq!(json["mode"], "lb");
+        assert_eq!(json["broker"], "b");
         assert_eq!(json["connections"]["clients"], serde_json::Value::Null);
         assert_eq!(json["connections"]["workers"], 0);
         assert!(json["workers"].as_array().unwrap().is_empty());

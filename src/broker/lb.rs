@@ -18,12 +18,14 @@
 //!   queue again; a duplicate, stale or forged reply is dropped, never taken
 //!   for the answer to another request;
 //! - while no worker is idle, the frontend is not read at all: requests wait
-//!   in libzmq's queues inside the broker (the frontend ROUTER's pipe for each
-//!   client connection, up to its receive high-water mark), and behind those
-//!   in TCP buffers and the clients' own send queues: back-pressure, not an
-//!   unbounded list here. A request that no idle worker could take after all
-//!   (gone, or not reading) is held, and the frontend is not read until a
-//!   worker is idle again: the broker never drops a request it could keep;
+//!   in libzmq's queues inside the broker, the frontend ROUTER's pipe for
+//!   each client connection (where a REQ client's request in flight waits);
+//!   only a client with more in flight than the pipe's receive high-water
+//!   mark (a DEALER) finds TCP's buffers and then its own send queue filling
+//!   behind it: back-pressure, not an unbounded list here. A request that
+//!   no idle worker could take after all (gone, or not reading) is held, and
+//!   the frontend is not read until a worker is idle again: the broker
+//!   never drops a request it could keep;
 //! - heartbeats both ways, every `--heartbeat-ms`; a worker keeps sending
 //!   them while it works. One not heard from for 3 intervals expires: an
 //!   idle one is forgotten; a busy one gets no more work, but the broker
@@ -43,8 +45,9 @@ use super::{
     BURST, Problem, Refused, Traffic, deliver_reply, next_request, peer_of, recv_message,
     send_message,
 };
-use crate::envelope::{body_start, hex};
+use crate::envelope::{body_start, client_of, hex};
 use crate::payload::{show, text};
+use crate::plumbing::logging::Count;
 use crate::plumbing::shutdown::{CHECK_INTERVAL_MS, Shutdown};
 use crate::protocol::{self, Frames, HEARTBEAT, MISSED_HEARTBEATS};
 
@@ -83,11 +86,6 @@ impl Worker {
     }
 }
 
-/// The client a held envelope came from, for log lines.
-fn client_of(envelope: &[Vec<u8>]) -> String {
-    envelope.first().map_or_else(String::new, |id| hex(id))
-}
-
 /// The workers and the queue of idle ones, least recently used first.
 #[derive(Debug, Default)]
 struct Workers {
@@ -99,27 +97,39 @@ struct Workers {
     served_by_gone: u64,
 }
 
+/// A worker's name, or its identity while it has none: the page's label
+/// (log lines give both, see [`label`]).
+fn shown(id: &[u8], name: Option<&str>) -> String {
+    name.map_or_else(|| hex(id), str::to_string)
+}
+
+/// A worker as log lines name it: `name (identity)`, or its identity alone
+/// while it has no name.
+fn label(id: &[u8], name: Option<&str>) -> String {
+    match name {
+        Some(name) => format!("{name} ({})", hex(id)),
+        None => hex(id),
+    }
+}
+
 impl Workers {
-    /// A worker's name, or its identity while it has none (the page's
-    /// label; log lines give both, see [`Workers::label`]).
+    /// [`shown`], for a worker looked up by its identity.
     fn shown(&self, id: &[u8]) -> String {
-        match self.known.get(id).and_then(|worker| worker.name.clone()) {
-            Some(name) => name,
-            None => hex(id),
-        }
+        shown(id, self.name_of(id))
     }
 
+    /// [`label`], for a worker looked up by its identity.
     fn label(&self, id: &[u8]) -> String {
-        match self.known.get(id).and_then(|worker| worker.name.as_deref()) {
-            Some(name) => format!("{name} ({})", hex(id)),
-            None => hex(id),
-        }
+        label(id, self.name_of(id))
+    }
+
+    fn name_of(&self, id: &[u8]) -> Option<&str> {
+        self.known.get(id).and_then(|worker| worker.name.as_deref())
     }
 
     /// Records news from a worker; `None` if the worker is unknown. A
     /// worker that had expired while busy is trusted again.
     fn heard(&mut self, id: &[u8], now: Instant) -> Option<&mut Worker> {
-        let label = self.label(id);
         // Two fields borrowed apart: the journal is written while the
         // worker is held, without looking it up twice.
         let Workers { known, journal, .. } = self;
@@ -128,13 +138,14 @@ impl Workers {
         if worker.silent {
             worker.silent = false;
             let client = worker.holds.as_deref().map(client_of).unwrap_or_default();
+            let name = worker.name.as_deref();
             info!(
-                "worker {label} is heard from again, still holding the request from client {client}"
+                "worker {} is heard from again, still holding the request from client {client}",
+                label(id, name)
             );
-            let shown = worker.name.clone().unwrap_or_else(|| hex(id));
             journal.record(
                 Kind::Back,
-                &shown,
+                &shown(id, name),
                 format!("heard from again, still holding the request from client {client}"),
             );
         }
@@ -239,8 +250,13 @@ impl Workers {
         reply: &[F],
         now: Instant,
     ) -> bool {
-        let label = self.label(id);
-        let Some(worker) = self.known.get_mut(id) else {
+        let Workers {
+            known,
+            idle,
+            journal,
+            ..
+        } = self;
+        let Some(worker) = known.get_mut(id) else {
             return false;
         };
         worker.last_heard = now;
@@ -250,15 +266,15 @@ impl Workers {
         let envelope = worker.holds.take().unwrap_or_default();
         worker.served += 1;
         if std::mem::take(&mut worker.silent) {
+            let name = worker.name.as_deref();
             info!(
-                "worker {label} answered after all: the reply for client {} is delivered",
+                "worker {} answered after all: the reply for client {} is delivered",
+                label(id, name),
                 client_of(&envelope)
             );
-            let shown = self.shown(id);
-            self.journal
-                .record(Kind::Back, &shown, "answered after all");
+            journal.record(Kind::Back, &shown(id, name), "answered after all");
         }
-        self.idle.push_back(id.to_vec());
+        idle.push_back(id.to_vec());
         true
     }
 
@@ -468,7 +484,7 @@ pub fn run(
             from_workers(backend, frontend, &mut workers, &mut traffic)?;
         }
         if let Some(request) = held.take() {
-            let client = request.first().map_or_else(String::new, |id| hex(id));
+            let client = client_of(&request);
             held = match workers.dispatch(backend, request, &mut traffic) {
                 Ok(()) => {
                     info!("the held request from client {client} went to a worker now idle");
@@ -505,7 +521,7 @@ pub fn run(
         }
     }
     if let Some(request) = held {
-        let client = request.first().map_or_else(String::new, |id| hex(id));
+        let client = client_of(&request);
         info!("a request from client {client} was still held (no idle worker); not served");
     }
     traffic.log_total();
@@ -538,7 +554,7 @@ fn from_workers(
                         "reply from worker {label} at {} for client {} dropped: that worker \
                          holds no request with this envelope (a duplicate, stale or forged reply)",
                         peer_of(&mut frames),
-                        frames.first().map_or_else(String::new, |id| hex(id))
+                        client_of(&frames)
                     )
                 });
             }
@@ -551,9 +567,9 @@ fn from_workers(
                         .map_or_else(String::new, |frame| show(frame).to_string());
                     format!(
                         "worker {label} from {} sent a message that is neither READY, HEARTBEAT \
-                         nor a reply with an envelope ({} frames, first {first}); dropped",
+                         nor a reply with an envelope ({}, first {first}); dropped",
                         peer_of(&mut frames),
-                        frames.len()
+                        Count::new(frames.len() as u64, "frame")
                     )
                 });
             }
@@ -576,7 +592,7 @@ fn to_workers(
             break;
         };
         if let Err(request) = workers.dispatch(backend, request, traffic) {
-            let client = request.first().map_or_else(String::new, |id| hex(id));
+            let client = client_of(&request);
             info!(
                 "request from client {client} held: no idle worker could take it; the \
                  frontend waits until one is idle"

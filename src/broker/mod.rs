@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::envelope::{body_start, hex};
+use crate::envelope::{body_start, client_of};
 use crate::plumbing::logging::Count;
 
 /// Messages handled per socket before the loop looks at the other one, so
@@ -70,16 +70,37 @@ impl Problem {
         Problem::NoEnvelope,
     ];
 
-    /// What more of them were, for the summary line.
-    fn plural(self) -> &'static str {
+    /// What more of them were, for the summary line: one, and several.
+    fn more(self) -> (&'static str, &'static str) {
         match self {
-            Problem::NoDelimiter => "requests without an empty delimiter dropped",
-            Problem::UnknownClient => "replies for unknown clients dropped",
-            Problem::ClientNotReading => "replies for clients not reading dropped",
-            Problem::Malformed => "malformed messages from workers dropped",
-            Problem::NotHeld => "replies from workers not holding that request dropped",
-            Problem::WorkerNotReading => "refusals by idle workers not reading their queue",
-            Problem::NoEnvelope => "replies without an envelope dropped",
+            Problem::NoDelimiter => (
+                "more request without an empty delimiter dropped",
+                "more requests without an empty delimiter dropped",
+            ),
+            Problem::UnknownClient => (
+                "more reply for an unknown client dropped",
+                "more replies for unknown clients dropped",
+            ),
+            Problem::ClientNotReading => (
+                "more reply for a client not reading dropped",
+                "more replies for clients not reading dropped",
+            ),
+            Problem::Malformed => (
+                "more malformed message from a worker dropped",
+                "more malformed messages from workers dropped",
+            ),
+            Problem::NotHeld => (
+                "more reply from a worker not holding that request dropped",
+                "more replies from workers not holding that request dropped",
+            ),
+            Problem::WorkerNotReading => (
+                "more refusal by an idle worker not reading its queue",
+                "more refusals by idle workers not reading their queue",
+            ),
+            Problem::NoEnvelope => (
+                "more reply without an envelope dropped",
+                "more replies without an envelope dropped",
+            ),
         }
     }
 }
@@ -130,19 +151,26 @@ impl Warnings {
                 *window = Window::default();
                 continue;
             }
-            warn!(
-                "{} more {} in the last {:.1} s; the first of them: {}",
-                window.more,
-                problem.plural(),
-                elapsed.as_secs_f64(),
-                window.first.take().unwrap_or_default()
-            );
+            let first = window.first.take().unwrap_or_default();
+            warn!("{}", summary(*problem, window.more, elapsed, &first));
             *window = Window {
                 since: Some(now),
                 ..Window::default()
             };
         }
     }
+}
+
+/// The line that sums up `more` warnings of one kind held back for
+/// `elapsed`, quoting the `first` of them.
+fn summary(problem: Problem, more: u64, elapsed: Duration, first: &str) -> String {
+    let (one, many) = problem.more();
+    let quoted = if more == 1 { "" } else { "; the first of them" };
+    format!(
+        "{} in the last {:.1} s{quoted}: {first}",
+        Count::irregular(more, one, many),
+        elapsed.as_secs_f64(),
+    )
 }
 
 /// Message counts, the once-a-second summary line, and rate-limited warnings.
@@ -332,12 +360,47 @@ fn deliver_reply(frontend: &zmq::Socket, reply: Vec<zmq::Message>, traffic: &mut
         Ok(()) => traffic.replies_out += 1,
         // ROUTER_MANDATORY said so.
         Err((Refused::NoSuchPeer, reply)) => traffic.drop(Problem::UnknownClient, || {
-            let client = reply.first().map_or_else(String::new, |frame| hex(frame));
+            let client = client_of(&reply);
             format!("reply for unknown client {client} dropped: that client is gone, or never was")
         }),
         Err((Refused::Busy, reply)) => traffic.drop(Problem::ClientNotReading, || {
-            let client = reply.first().map_or_else(String::new, |frame| hex(frame));
+            let client = client_of(&reply);
             format!("reply for client {client} dropped: its queue is full (it is not reading)")
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_summary_counts_in_the_singular_too() {
+        let second = Duration::from_secs(1);
+        assert_eq!(
+            summary(
+                Problem::NoDelimiter,
+                1,
+                second,
+                "request from 10.0.0.1 dropped"
+            ),
+            "1 more request without an empty delimiter dropped in the last 1.0 s: request \
+             from 10.0.0.1 dropped"
+        );
+        assert_eq!(
+            summary(
+                Problem::UnknownClient,
+                2,
+                second,
+                "reply for unknown client 00 dropped"
+            ),
+            "2 more replies for unknown clients dropped in the last 1.0 s; the first of them: \
+             reply for unknown client 00 dropped"
+        );
+        for problem in Problem::ALL {
+            let one = summary(problem, 1, second, "x");
+            let many = summary(problem, 2, second, "x");
+            assert_ne!(one[2..], many[2..], "{problem:?}: {one}");
+        }
     }
 }

@@ -16,6 +16,7 @@
 use std::time::{Duration, Instant};
 
 use super::kind_name;
+use crate::plumbing::logging::Count;
 use crate::plumbing::output;
 
 /// The illegal pairs shown, (bound side, connecting side).
@@ -138,10 +139,12 @@ fn try_pair(
         "WORKING?!"
     };
     output::line(format_args!(
-        "{title}: {verdict}: {delivered} messages delivered in {} ms; the monitor saw \
-         {accepted} connection(s) accepted, {greeted} handshake(s) completed: libzmq refused \
-         the socket types",
-        wait.as_millis()
+        "{title}: {verdict}: {} delivered in {} ms; the monitor saw {} accepted, {} \
+         completed: libzmq refused the socket types",
+        Count::new(delivered, "message"),
+        wait.as_millis(),
+        Count::new(accepted, "connection"),
+        Count::new(greeted, "handshake"),
     ));
     Ok(())
 }

@@ -26,18 +26,15 @@
 //! for each endpoint, so that one connection coming up cannot hide
 //! another's refusal.
 
+use crate::plumbing::monitor::{self, parse_event};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Something that happened to the watched socket's connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
-    /// A connection completed its ZeroMQ handshake; `first` is false for
-    /// every one after the first (a reconnection, perhaps to a new process).
-    Up {
-        /// The socket's first connection.
-        first: bool,
-    },
+    /// A connection completed its ZeroMQ handshake (the first one, or a
+    /// reconnection, perhaps to a new process).
+    Up,
     /// The connection closed after its handshake.
     Down,
     /// The peer closed the connection during the handshake: not a ZeroMQ
@@ -52,7 +49,6 @@ pub enum Change {
 /// make libzmq's I/O thread wait (until the context ends).
 pub struct Watch {
     events: zmq::Socket,
-    handshakes: u64,
     /// Per endpoint (as libzmq names it in the event): (in handshake, up).
     endpoints: HashMap<Vec<u8>, (bool, bool)>,
     refused: bool,
@@ -64,24 +60,16 @@ pub struct Watch {
 impl Watch {
     /// Starts watching `socket`; call before `connect`.
     pub fn new(ctx: &zmq::Context, socket: &zmq::Socket) -> zmq::Result<Watch> {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let endpoint = format!(
-            "inproc://connection-{}",
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
         let mask = zmq::SocketEvent::CONNECTED as u16
             | zmq::SocketEvent::HANDSHAKE_SUCCEEDED as u16
             | zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as u16
             | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as u16
             | zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as u16
             | zmq::SocketEvent::DISCONNECTED as u16;
+        let (events, endpoint) = monitor::receiver(ctx, "connection")?;
         socket.monitor(&endpoint, i32::from(mask))?;
-        let events = ctx.socket(zmq::PAIR)?;
-        events.set_linger(0)?;
-        events.connect(&endpoint)?;
         Ok(Watch {
             events,
-            handshakes: 0,
             endpoints: HashMap::new(),
             refused: false,
             failure: None,
@@ -111,19 +99,9 @@ impl Watch {
     pub fn changes(&mut self) -> Vec<Change> {
         let mut changes = Vec::new();
         while let Ok(frames) = self.events.recv_multipart(zmq::DONTWAIT) {
-            let Some(event) = frames
-                .first()
-                .and_then(|head| head.get(0..2))
-                .map(|bytes| u16::from_le_bytes([bytes[0], bytes[1]]))
-            else {
+            let Some((event, value)) = parse_event(&frames) else {
                 continue;
             };
-            let value = frames
-                .first()
-                .and_then(|head| head.get(2..6))
-                .map_or(0, |bytes| {
-                    u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
-                });
             let endpoint = frames.get(1).cloned().unwrap_or_default();
             if let Some(change) = self.apply(event, value, endpoint) {
                 changes.push(change);
@@ -145,10 +123,7 @@ impl Watch {
             HANDSHAKE_SUCCEEDED => {
                 *in_handshake = false;
                 *up = true;
-                self.handshakes += 1;
-                Some(Change::Up {
-                    first: self.handshakes == 1,
-                })
+                Some(Change::Up)
             }
             DISCONNECTED if *in_handshake => {
                 *in_handshake = false;

@@ -17,6 +17,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use crate::plumbing::logging::Count;
+
 /// A value given on the command line (or in its environment variable) that
 /// cannot be used, found after parsing: a port already taken, say.
 #[derive(Debug)]
@@ -83,8 +85,8 @@ impl fmt::Display for SimulatedCrash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "simulated crash after {} replies (--crash-after)",
-            self.after_replies
+            "simulated crash after {} (--crash-after)",
+            Count::irregular(self.after_replies, "reply", "replies")
         )
     }
 }
@@ -143,6 +145,20 @@ pub fn report(result: anyhow::Result<()>) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::one_line;
+
+    #[test]
+    fn a_simulated_crash_counts_its_replies_in_the_singular_too() {
+        let one = super::SimulatedCrash { after_replies: 1 };
+        assert_eq!(
+            one.to_string(),
+            "simulated crash after 1 reply (--crash-after)"
+        );
+        let two = super::SimulatedCrash { after_replies: 2 };
+        assert_eq!(
+            two.to_string(),
+            "simulated crash after 2 replies (--crash-after)"
+        );
+    }
 
     #[test]
     fn keeps_the_possible_values_and_drops_the_hints() {

@@ -424,8 +424,8 @@ fn head(status: u16, content_type: &str, length: usize, extra: &[&str]) -> Vec<u
 mod tests {
     use super::*;
 
-    /// Bytes arriving in the given pieces, then the end of the stream
-    /// (`None`: then nothing more, the deadline passes).
+    /// Bytes arriving in the given pieces; then, if the flag says so, the
+    /// end of the stream, and otherwise nothing more (the deadline passes).
     struct Pieces(Vec<Vec<u8>>, bool);
 
     impl ReadWithDeadline for Pieces {

@@ -40,9 +40,12 @@
 //! PONG comes from libzmq's I/O thread, so a worker stuck in its own loop
 //! (`--hang-after`) still answers; the lb protocol's HEARTBEAT, sent by the
 //! application, is for that (`src/protocol.rs`). And libzmq stops reading a
-//! connection whose incoming queue is full (ZMQ_RCVHWM, 1000 messages), so
-//! a peer whose messages wait unread for [`TIMEOUT`] is dropped as if dead;
-//! no role here lets a thousand messages wait that long.
+//! connection whose incoming queue is full (ZMQ_RCVHWM: 1000 messages by
+//! default, 32 on the listening sockets, see `src/plumbing/listener.rs`),
+//! PONGs included, so a peer whose messages wait unread for [`TIMEOUT`] is
+//! dropped as if dead. A REQ client or a worker never has that many
+//! waiting; a DEALER client keeping more than 32 requests in flight at a
+//! broker with no worker free for that long would be dropped.
 
 use std::time::Duration;
 

@@ -155,8 +155,8 @@ impl Hardening {
     }
 
     /// [`Hardening::apply`], with a hint for the first peer refused during
-    /// its handshake (see [`monitor::watch_with_hint`]): the likely mistake
-    /// and its fix.
+    /// its handshake (see [`monitor::watch`]): the likely mistake and its
+    /// fix.
     pub fn apply_with_hint(
         &self,
         socket: zmq::Socket,
@@ -170,7 +170,7 @@ impl Hardening {
         socket.set_sndhwm(LISTEN_HWM)?;
         keepalive::enable(&socket)?; // drop silent peers; peers drop us if we go silent
         self.gate.protect(&socket, kind)?; // who may join
-        let watch = monitor::watch_with_hint(
+        let watch = monitor::watch(
             &self.ctx,
             &socket,
             kind,

@@ -7,7 +7,7 @@
 //! |---|---|
 //! | [`cli`] | command-line options shared by several roles, each with its environment variable |
 //! | [`endpoint`] | checks `--bind`/`--connect` values before libzmq sees them |
-//! | [`listener`] | hardening of a socket that binds, in one call: limits, high-water marks, linger, heartbeats, the monitor; closing it in order |
+//! | [`listener`] | the listening roles' hardening, one step: open-files limit, routing ids, who may join (`security::Gate`), frame limit, high-water marks, linger, heartbeats, the monitor; closing in order |
 //! | [`keepalive`] | ZMTP heartbeats: no connection idle long enough to be forgotten, dead peers noticed |
 //! | [`monitor`] | logs the peers libzmq refuses or drops (bad handshakes, oversize frames, silent peers) |
 //! | [`connection`] | what becomes of a connecting socket's connection: up, refused, lost |

@@ -45,6 +45,9 @@ use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
+use crate::plumbing::logging::Count;
+use crate::security::handshake;
+
 const EVENT_ACCEPTED: u16 = zmq::SocketEvent::ACCEPTED as u16;
 const EVENT_DISCONNECTED: u16 = zmq::SocketEvent::DISCONNECTED as u16;
 const EVENT_MONITOR_STOPPED: u16 = zmq::SocketEvent::MONITOR_STOPPED as u16;
@@ -65,29 +68,18 @@ const EVENT_HANDSHAKE_FAILED_AUTH: u16 = zmq::SocketEvent::HANDSHAKE_FAILED_AUTH
 /// later: the thread's socket belongs to the context, which cannot be
 /// terminated while it is open. [`Watch::join`] waits for the end.
 ///
-/// `kind` names the socket in the log ("frontend", "REP"), and
-/// `max_message_bytes` is quoted when a peer is cut for an oversize frame.
-pub fn watch(
-    ctx: &zmq::Context,
-    socket: &zmq::Socket,
-    kind: &'static str,
-    max_message_bytes: u64,
-) -> zmq::Result<Option<Watch>> {
-    watch_with_hint(ctx, socket, kind, max_message_bytes, None)
-}
-
-/// [`watch`], adding `hint` (the likely mistake and its fix, such as "a
-/// REP worker cannot join an lb broker: start the workers with --mode lb")
+/// `kind` names the socket in the log ("frontend", "REP"),
+/// `max_message_bytes` is quoted when a peer is cut for an oversize frame,
+/// and `hint` (the likely mistake and its fix, such as "a REP worker cannot
+/// join an lb broker: start the workers with --mode lb"), if any, is added
 /// to the first warning about a peer refused during its handshake.
-pub fn watch_with_hint(
+pub fn watch(
     ctx: &zmq::Context,
     socket: &zmq::Socket,
     kind: &'static str,
     max_message_bytes: u64,
     hint: Option<&'static str>,
 ) -> zmq::Result<Option<Watch>> {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let endpoint = format!("inproc://monitor-{}", NEXT.fetch_add(1, Ordering::Relaxed));
     let events = i32::from(
         EVENT_ACCEPTED
             | EVENT_DISCONNECTED
@@ -97,12 +89,8 @@ pub fn watch_with_hint(
             | EVENT_HANDSHAKE_FAILED_AUTH
             | EVENT_MONITOR_STOPPED,
     );
-    // Connect before the monitor starts (inproc allows connecting first),
-    // so that no event is sent before anyone listens, and no monitor is
-    // started without a thread to read it.
-    let receiver = ctx.socket(zmq::PAIR)?;
-    receiver.set_linger(0)?;
-    receiver.connect(&endpoint)?;
+    // No monitor is started without a thread to read it.
+    let (receiver, endpoint) = receiver(ctx, "monitor")?;
     let (done, finished) = mpsc::channel();
     let open = OpenConnections::default();
     let counted = open.clone();
@@ -192,10 +180,6 @@ enum Failure {
     Auth(u32),
 }
 
-/// ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH: the peer's NULL, PLAIN or
-/// CURVE is not this socket's.
-const MECHANISM_MISMATCH: u32 = 0x1100_0002;
-
 struct Watcher {
     kind: &'static str,
     max_message_bytes: u64,
@@ -221,33 +205,21 @@ struct Peer {
 
 impl Watcher {
     fn run(mut self, receiver: &zmq::Socket) {
-        loop {
-            let frames = match receiver.recv_multipart(0) {
-                Ok(frames) => frames,
-                Err(zmq::Error::EINTR) => continue,
-                // ETERM: the context is ending with the process.
-                Err(_) => return,
-            };
-            let Some((event, value)) = parse_event(&frames) else {
-                continue;
-            };
-            match event {
-                EVENT_ACCEPTED => self.accepted(value),
-                EVENT_HANDSHAKE_SUCCEEDED => self.handshake_succeeded(),
-                EVENT_HANDSHAKE_FAILED_NO_DETAIL => {
-                    self.handshake_failed = Some(Failure::NoDetail(errno_text(value)));
-                }
-                EVENT_HANDSHAKE_FAILED_PROTOCOL => {
-                    self.handshake_failed = Some(Failure::Protocol(value));
-                }
-                EVENT_HANDSHAKE_FAILED_AUTH => {
-                    self.handshake_failed = Some(Failure::Auth(value));
-                }
-                EVENT_DISCONNECTED => self.disconnected(value),
-                EVENT_MONITOR_STOPPED => return,
-                _ => {}
+        read_until_stopped(receiver, |event, value, _| match event {
+            EVENT_ACCEPTED => self.accepted(value),
+            EVENT_HANDSHAKE_SUCCEEDED => self.handshake_succeeded(),
+            EVENT_HANDSHAKE_FAILED_NO_DETAIL => {
+                self.handshake_failed = Some(Failure::NoDetail(errno_text(value)));
             }
-        }
+            EVENT_HANDSHAKE_FAILED_PROTOCOL => {
+                self.handshake_failed = Some(Failure::Protocol(value));
+            }
+            EVENT_HANDSHAKE_FAILED_AUTH => {
+                self.handshake_failed = Some(Failure::Auth(value));
+            }
+            EVENT_DISCONNECTED => self.disconnected(value),
+            _ => {}
+        });
     }
 
     fn accepted(&mut self, fd: u32) {
@@ -307,7 +279,7 @@ impl Watcher {
                 debug!("{kind}: {address} refused by the ZAP handler (status {status})");
                 return;
             }
-            Some(Failure::Protocol(MECHANISM_MISMATCH)) => {
+            Some(Failure::Protocol(handshake::MECHANISM_MISMATCH)) => {
                 warn!(
                     "{kind}: dropped {address}: it uses another security mechanism than this \
                      socket (NULL, PLAIN or CURVE)"
@@ -317,7 +289,7 @@ impl Watcher {
             Some(Failure::Protocol(code)) => {
                 warn!(
                     "{kind}: dropped {address}: ZeroMQ handshake failed ({})",
-                    crate::security::handshake::protocol_error(code)
+                    handshake::protocol_error(code)
                 );
                 return;
             }
@@ -337,7 +309,8 @@ impl Watcher {
                 warn!(
                     "{kind}: lost a peer right after its handshake, too fast to read its \
                      address: it left at once, or libzmq dropped it for a frame over \
-                     --max-message-bytes ({max} bytes) or a malformed frame"
+                     --max-message-bytes ({}) or a malformed frame",
+                    Count::new(max, "byte")
                 );
             } else {
                 let hint = self.take_hint();
@@ -367,9 +340,9 @@ impl Watcher {
             // answers them (src/plumbing/keepalive.rs).
             (true, true) => warn!(
                 "{kind}: dropped {address} after its handshake: a frame over \
-                 --max-message-bytes ({} bytes), a malformed frame, or silence after \
+                 --max-message-bytes ({}), a malformed frame, or silence after \
                  a heartbeat (a frozen or unreachable peer)",
-                self.max_message_bytes
+                Count::new(self.max_message_bytes, "byte")
             ),
             (true, false) => warn!(
                 "{kind}: dropped {address}: it broke the ZeroMQ handshake (not a ZeroMQ \
@@ -397,15 +370,52 @@ impl Watcher {
     }
 }
 
-/// The event number and value of a monitor message (zmq_socket_monitor(3)).
-fn parse_event(frames: &[Vec<u8>]) -> Option<(u16, u32)> {
+/// A PAIR socket connected to a fresh inproc endpoint, to receive the events
+/// of a monitor that the caller then starts on that endpoint
+/// (`socket.monitor(&endpoint, events)`). Connected first, as inproc
+/// allows, so that no event is ever sent before anyone listens: libzmq 4.3
+/// sends them with a blocking send. `name` goes into the endpoint.
+pub(crate) fn receiver(ctx: &zmq::Context, name: &str) -> zmq::Result<(zmq::Socket, String)> {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let endpoint = format!("inproc://{name}-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    let receiver = ctx.socket(zmq::PAIR)?;
+    receiver.set_linger(0)?;
+    receiver.connect(&endpoint)?;
+    Ok((receiver, endpoint))
+}
+
+/// Hands each event that arrives on `receiver` to `each` (event, value,
+/// the endpoint of its connection), waiting for them, until the watched
+/// socket is destroyed (MONITOR_STOPPED) or the context ends.
+pub(crate) fn read_until_stopped(receiver: &zmq::Socket, mut each: impl FnMut(u16, u32, &[u8])) {
+    loop {
+        let frames = match receiver.recv_multipart(0) {
+            Ok(frames) => frames,
+            Err(zmq::Error::EINTR) => continue,
+            // ETERM: the context is ending with the process.
+            Err(_) => return,
+        };
+        let Some((event, value)) = parse_event(&frames) else {
+            continue;
+        };
+        if event == EVENT_MONITOR_STOPPED {
+            return;
+        }
+        each(event, value, frames.get(1).map_or(&[], Vec::as_slice));
+    }
+}
+
+/// The event number and value of a monitor message (zmq_socket_monitor(3)):
+/// its first frame, 2 bytes of event and 4 of value, little-endian.
+pub(crate) fn parse_event(frames: &[Vec<u8>]) -> Option<(u16, u32)> {
     let head = frames.first()?;
     let event = u16::from_le_bytes(head.get(0..2)?.try_into().ok()?);
     let value = u32::from_le_bytes(head.get(2..6)?.try_into().ok()?);
     Some((event, value))
 }
 
-fn errno_text(errno: u32) -> String {
+/// The errno a monitor event carries, in words.
+pub(crate) fn errno_text(errno: u32) -> String {
     match i32::try_from(errno) {
         Ok(0) | Err(_) => "no detail".to_string(),
         Ok(code) => std::io::Error::from_raw_os_error(code).to_string(),

@@ -1,12 +1,12 @@
 //! The connecting side: what a client or worker presents to the server.
 //!
 //! A role reads its credentials once, at start-up ([`install`]), and every
-//! socket it then opens presents them ([`present`], one call before
-//! `connect`): the Lazy Pirate client opens a new REQ socket after every
-//! timeout, and the load-balancing worker a new DEALER after the broker
-//! fell silent, and each must carry the same credentials as the first. A
-//! process is one party, with one set of credentials, like its one name in
-//! the log; so they are kept here, for the life of the process.
+//! socket it then opens presents them ([`present`] or [`apply`], one call
+//! before `connect`): the load-balancing worker opens a DEALER per broker,
+//! and a new one whenever a broker has fallen silent, and each must carry
+//! the same credentials as the first. A process is one party, with one set
+//! of credentials, like its one name in the log; so they are kept here, for
+//! the life of the process.
 //!
 //! | options | mechanism | the server must have |
 //! |---|---|---|
@@ -111,14 +111,7 @@ impl Credentials {
                 } else {
                     PublicKey::read(option, Path::new(&value))?
                 };
-                let secret = SecretKey::read("--curve-secret-key-file", file)?;
-                let public = secret.public().map_err(|error| {
-                    usage(
-                        "--curve-secret-key-file",
-                        shown(file),
-                        format!("cannot derive its public key: {error}"),
-                    )
-                })?;
+                let (secret, public) = SecretKey::read_pair("--curve-secret-key-file", file)?;
                 Ok(Credentials::Curve {
                     server,
                     public,

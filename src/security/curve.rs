@@ -24,7 +24,9 @@ use std::ffi::{CStr, CString};
 use std::fmt;
 use std::path::Path;
 
+use super::{file_usage, read_text};
 use crate::plumbing::exit::UsageError;
+use crate::plumbing::logging::Count;
 
 /// Z85's 85 characters, in the order of their values (RFC 32).
 const Z85: &[u8; 85] =
@@ -60,11 +62,7 @@ pub fn require(option: &'static str, value: &str) -> Result<(), UsageError> {
     if available() {
         return Ok(());
     }
-    Err(UsageError {
-        option,
-        value: value.to_string(),
-        reason: NoCurve.to_string(),
-    })
+    Err(super::usage(option, value, NoCurve.to_string()))
 }
 
 /// A public key: safe to show, to log, to hand out.
@@ -85,15 +83,14 @@ impl PublicKey {
     /// Reads a public key file (a `.pub` that curve_keygen wrote): 40 Z85
     /// characters on its first line. Errors name `option` and the file.
     pub fn read(option: &'static str, path: &Path) -> Result<PublicKey, UsageError> {
-        let usage = |reason: String| UsageError {
-            option,
-            value: path.display().to_string(),
-            reason,
-        };
-        let text =
-            std::fs::read_to_string(path).map_err(|e| usage(e.to_string().to_lowercase()))?;
-        PublicKey::parse(text.lines().next().unwrap_or("").trim())
-            .map_err(|why| usage(format!("expected a public key on the first line: {why}")))
+        let text = read_text(option, path)?;
+        PublicKey::parse(text.lines().next().unwrap_or("").trim()).map_err(|why| {
+            file_usage(
+                option,
+                path,
+                format!("expected a public key on the first line: {why}"),
+            )
+        })
     }
 
     /// The key a peer presented in a ZAP request, if it is one.
@@ -133,27 +130,42 @@ impl SecretKey {
     /// Reads a secret key file: 40 Z85 characters on its first line.
     /// Errors name `option` and the file.
     pub fn read(option: &'static str, path: &Path) -> Result<SecretKey, UsageError> {
-        let usage = |reason: String| UsageError {
-            option,
-            value: path.display().to_string(),
-            reason,
-        };
-        let text =
-            std::fs::read_to_string(path).map_err(|e| usage(e.to_string().to_lowercase()))?;
+        let text = read_text(option, path)?;
         let line = text.lines().next().unwrap_or("").trim();
         // The text is a secret: say what is wrong with it, never quote it.
         SecretKey::parse(line).map_err(|_| {
-            usage(format!(
-                "expected a secret key, {KEY_CHARS} Z85 characters on the first line \
-                 (curve_keygen writes such files), found {} characters{}",
-                line.chars().count(),
-                if line.len() == KEY_CHARS {
-                    " that are not all Z85"
-                } else {
-                    ""
-                }
-            ))
+            file_usage(
+                option,
+                path,
+                format!(
+                    "expected a secret key, {KEY_CHARS} Z85 characters on the first line \
+                     (curve_keygen writes such files), found {}{}",
+                    Count::new(line.chars().count() as u64, "character"),
+                    if line.len() == KEY_CHARS {
+                        " that are not all Z85"
+                    } else {
+                        ""
+                    }
+                ),
+            )
         })
+    }
+
+    /// Reads a secret key file as [`SecretKey::read`] does, and derives
+    /// its public key: a role's own key pair.
+    pub fn read_pair(
+        option: &'static str,
+        path: &Path,
+    ) -> Result<(SecretKey, PublicKey), UsageError> {
+        let secret = SecretKey::read(option, path)?;
+        let public = secret.public().map_err(|error| {
+            file_usage(
+                option,
+                path,
+                format!("cannot derive its public key: {error}"),
+            )
+        })?;
+        Ok((secret, public))
     }
 
     /// The 32 bytes, as libzmq's socket options take them.
@@ -214,14 +226,8 @@ impl ClientKeys {
     /// of each 5-character group stands for at most 82 of Z85's 85 values,
     /// or the group would exceed 32 bits.
     pub fn read(option: &'static str, path: &Path) -> Result<ClientKeys, UsageError> {
-        let usage = |reason: String| UsageError {
-            option,
-            value: path.display().to_string(),
-            reason,
-        };
-        let text =
-            std::fs::read_to_string(path).map_err(|e| usage(e.to_string().to_lowercase()))?;
-        ClientKeys::parse(&text).map_err(usage)
+        let text = read_text(option, path)?;
+        ClientKeys::parse(&text).map_err(|why| file_usage(option, path, why))
     }
 
     fn parse(text: &str) -> Result<ClientKeys, String> {

@@ -19,17 +19,18 @@
 //! the same way each time. [`watch`] starts a monitor on a connecting
 //! socket and turns these events into one warning each, repeated at most
 //! every [`REPEAT_EVERY`]. The thread ends when the socket is closed
-//! (libzmq's MONITOR_STOPPED event), so a socket the Lazy Pirate replaces
-//! takes its monitor with it.
+//! (libzmq's MONITOR_STOPPED event): a socket takes its monitor with it.
 //!
 //! [`protocol_error`] names libzmq's ZMTP and ZAP protocol error codes, for
 //! any monitor that reports them.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
+
+use crate::plumbing::monitor::{self, errno_text};
 
 /// Set once a server refused one of this process's sockets with a reason
 /// (a ZAP status, a mechanism mismatch): libzmq then gives up on that
@@ -72,8 +73,9 @@ const EVENT_HANDSHAKE_FAILED_PROTOCOL: u16 = zmq::SocketEvent::HANDSHAKE_FAILED_
 const EVENT_HANDSHAKE_FAILED_AUTH: u16 = zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as u16;
 const EVENT_MONITOR_STOPPED: u16 = zmq::SocketEvent::MONITOR_STOPPED as u16;
 
-/// ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
-const MECHANISM_MISMATCH: u32 = 0x1100_0002;
+/// ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH: the peer's NULL, PLAIN or
+/// CURVE is not this socket's.
+pub const MECHANISM_MISMATCH: u32 = 0x1100_0002;
 
 /// Starts a thread that explains the handshake failures of a connecting
 /// `socket` whose side uses `ours` (call before `connect`). A monitor that
@@ -86,25 +88,17 @@ pub fn watch(ctx: &zmq::Context, socket: &zmq::Socket, ours: Mechanism) {
 }
 
 fn start(ctx: &zmq::Context, socket: &zmq::Socket, ours: Mechanism) -> anyhow::Result<()> {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let endpoint = format!(
-        "inproc://handshake-{}",
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
     let events = EVENT_HANDSHAKE_FAILED_NO_DETAIL
         | EVENT_HANDSHAKE_SUCCEEDED
         | EVENT_HANDSHAKE_FAILED_PROTOCOL
         | EVENT_HANDSHAKE_FAILED_AUTH
         | EVENT_MONITOR_STOPPED;
-    socket.monitor(&endpoint, i32::from(events))?;
-    // Connected here, before the socket connects: libzmq sends each event
-    // with a blocking send, and only once someone is there to receive it.
-    let receiver = ctx.socket(zmq::PAIR)?;
-    receiver.set_linger(0)?;
-    receiver.connect(&endpoint)?;
+    // The reader first, then the monitor: no monitor without a reader.
+    let (receiver, endpoint) = monitor::receiver(ctx, "handshake")?;
     thread::Builder::new()
         .name("handshakes".into())
         .spawn(move || Reporter::new(ours).run(&receiver))?;
+    socket.monitor(&endpoint, i32::from(events))?;
     Ok(())
 }
 
@@ -121,31 +115,9 @@ impl Reporter {
     }
 
     fn run(mut self, receiver: &zmq::Socket) {
-        loop {
-            let frames = match receiver.recv_multipart(0) {
-                Ok(frames) => frames,
-                Err(zmq::Error::EINTR) => continue,
-                // ETERM: the context is ending with the process.
-                Err(_) => return,
-            };
-            let (Some(event), Some(endpoint)) = (frames.first(), frames.get(1)) else {
-                continue;
-            };
-            let (Some(kind), Some(value)) = (
-                event
-                    .get(0..2)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u16::from_le_bytes),
-                event
-                    .get(2..6)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u32::from_le_bytes),
-            ) else {
-                continue;
-            };
+        monitor::read_until_stopped(receiver, |kind, value, endpoint| {
             let endpoint = String::from_utf8_lossy(endpoint);
             match kind {
-                EVENT_MONITOR_STOPPED => return,
                 EVENT_HANDSHAKE_SUCCEEDED => {
                     if self.last.take().is_some() {
                         info!("{endpoint}: handshake succeeded: the server lets us in now");
@@ -161,7 +133,7 @@ impl Reporter {
                     }
                 }
             }
-        }
+        });
     }
 
     /// Logs `line` unless it was the last one, logged under [`REPEAT_EVERY`] ago.
@@ -256,13 +228,6 @@ pub fn protocol_error(code: u32) -> String {
         _ => "a ZeroMQ protocol error",
     };
     format!("{words} ({code:#x})")
-}
-
-fn errno_text(errno: u32) -> String {
-    match i32::try_from(errno) {
-        Ok(0) | Err(_) => "no detail".to_string(),
-        Ok(code) => std::io::Error::from_raw_os_error(code).to_string(),
-    }
 }
 
 #[cfg(test)]

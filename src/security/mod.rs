@@ -16,7 +16,8 @@
 //!   users and the CURVE client keys, logging each refusal.
 //!
 //! A listening role opens a [`Gate`] before its sockets bind, and has the
-//! gate protect each one:
+//! gate protect each one. The roles do both inside their hardening step
+//! ([`crate::plumbing::listener::Hardening`]); alone, they read:
 //!
 //! ```no_run
 //! # fn run(args: &zmq_reqrep::plumbing::cli::ServerSecurityArgs) -> anyhow::Result<()> {
@@ -191,14 +192,7 @@ fn load(args: &ServerSecurityArgs) -> Result<Option<Loaded>, UsageError> {
             (Expected::Plain(users), ServerMechanism::Plain, who)
         }
         (None, Some(file), clients_file) => {
-            let secret = SecretKey::read("--curve-secret-key-file", file)?;
-            let public = secret.public().map_err(|error| {
-                usage(
-                    "--curve-secret-key-file",
-                    shown(file),
-                    format!("cannot derive its public key: {error}"),
-                )
-            })?;
+            let (secret, public) = SecretKey::read_pair("--curve-secret-key-file", file)?;
             let (clients, who) = match clients_file {
                 Some(file) => {
                     let keys = ClientKeys::read("--curve-clients", file)?;
@@ -267,4 +261,16 @@ fn usage(option: &'static str, value: impl Into<String>, reason: impl Into<Strin
         value: value.into(),
         reason: reason.into(),
     }
+}
+
+/// The same, for the file `path` that `option` names.
+fn file_usage(option: &'static str, path: &Path, reason: impl Into<String>) -> UsageError {
+    usage(option, shown(path), reason)
+}
+
+/// Reads the text file `option` names; one that cannot be read is a usage
+/// error saying why.
+fn read_text(option: &'static str, path: &Path) -> Result<String, UsageError> {
+    std::fs::read_to_string(path)
+        .map_err(|error| file_usage(option, path, error.to_string().to_lowercase()))
 }

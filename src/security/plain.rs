@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
+use super::{file_usage, read_text};
 use crate::plumbing::exit::UsageError;
 
 /// The longest user name or password PLAIN can carry (a one-byte length).
@@ -55,7 +56,7 @@ impl Users {
     /// Reads a users file (`option` names it in errors).
     pub fn read(option: &'static str, path: &Path) -> Result<Users, UsageError> {
         let text = read_text(option, path)?;
-        Users::parse(&text).map_err(|reason| usage(option, path, reason))
+        Users::parse(&text).map_err(|reason| file_usage(option, path, reason))
     }
 
     fn parse(text: &str) -> Result<Users, String> {
@@ -132,33 +133,20 @@ pub fn read_password(option: &'static str, path: &Path) -> Result<String, UsageE
     let text = read_text(option, path)?;
     let password = text.lines().next().unwrap_or("");
     if password.is_empty() {
-        return Err(usage(
+        return Err(file_usage(
             option,
             path,
-            "the file is empty (the password is its first line)".into(),
+            "the file is empty (the password is its first line)",
         ));
     }
     if password.len() > MAX_BYTES {
-        return Err(usage(
+        return Err(file_usage(
             option,
             path,
             format!("PLAIN carries at most {MAX_BYTES} bytes of password"),
         ));
     }
     Ok(password.to_string())
-}
-
-fn read_text(option: &'static str, path: &Path) -> Result<String, UsageError> {
-    std::fs::read_to_string(path)
-        .map_err(|error| usage(option, path, error.to_string().to_lowercase()))
-}
-
-fn usage(option: &'static str, path: &Path, reason: String) -> UsageError {
-    UsageError {
-        option,
-        value: path.display().to_string(),
-        reason,
-    }
 }
 
 #[cfg(test)]

@@ -364,9 +364,9 @@ fn answer(policy: &Policy, request: &[Vec<u8>], log: &mut RefusalLog) -> Vec<Vec
 /// summary at most once a second.
 ///
 /// libzmq does not reconnect a connection that was refused, but a client
-/// that opens a new socket after each failure (as the Lazy Pirate does), a
-/// script in a loop, a scan or a classroom of misconfigured workers can be
-/// refused many times a second. So a refusal gets a line of its own only if
+/// that opens a new socket after each failure (as the guide's `lpclient`
+/// does), a script in a loop, a scan or a classroom of misconfigured
+/// workers can be refused many times a second. So a refusal gets a line of its own only if
 /// the same line was not logged in the last [`REPEAT_QUIET`] and fewer than
 /// [`FIRST_LINES`] lines were logged this second; the others are counted,
 /// and summed up with their addresses once the second is over.

@@ -7,12 +7,19 @@
 //!   bounded by a deadline; a timeout fails the test with everything the
 //!   process printed so far.
 //! - Listening roles bind `tcp://127.0.0.1:*` (any free port) and the test
-//!   reads the port from their "listening" line; where a port must be known
-//!   before its server starts, [`free_port`] asks the kernel for one.
+//!   reads the port from their "listening" line ([`start_server`],
+//!   [`start_broker`]); where a port must be known before its server starts,
+//!   [`free_port`] asks the kernel for one ([`start_broker_on`]).
+//! - The test's own sockets ([`test_socket`], [`test_bound`], [`test_req`])
+//!   time out rather than hang; its files live in a [`TempDir`], removed
+//!   even when the test fails.
+//! - [`usage_error`] checks what every bad command line must give: exit
+//!   code 2 and one line, `error: ...`.
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::Duration;
@@ -100,6 +107,14 @@ impl Proc {
         self.wait_for(Stream::Err, needle, count, timeout)
     }
 
+    /// The stderr (log) lines printed so far that contain `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.stderr()
+            .into_iter()
+            .filter(|line| line.contains(needle))
+            .collect()
+    }
+
     /// Waits for `count` stdout lines containing `needle`.
     pub fn wait_out_count(&self, needle: &str, count: usize, timeout: Duration) -> Vec<String> {
         self.wait_for(Stream::Out, needle, count, timeout)
@@ -174,13 +189,37 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A REQ socket of the test's own, connected to `endpoint`, with timeouts so
-/// that a missing reply fails the test instead of hanging it.
-pub fn test_req(ctx: &zmq::Context, endpoint: &str) -> zmq::Socket {
-    let socket = ctx.socket(zmq::REQ).unwrap();
+/// `tcp://127.0.0.1:PORT` at a port that was free a moment ago.
+pub fn free_endpoint() -> String {
+    format!("tcp://127.0.0.1:{}", free_port())
+}
+
+/// A socket of the test's own, with timeouts so that a missing message
+/// fails the test instead of hanging it, and no linger at its end.
+pub fn test_socket(ctx: &zmq::Context, kind: zmq::SocketType) -> zmq::Socket {
+    let socket = ctx.socket(kind).unwrap();
     socket.set_linger(0).unwrap();
     socket.set_rcvtimeo(10_000).unwrap();
     socket.set_sndtimeo(10_000).unwrap();
+    socket
+}
+
+/// A [`test_socket`] bound to `endpoint` (`tcp://127.0.0.1:*` for any free
+/// port); returns it and the endpoint it is bound to.
+pub fn test_bound(
+    ctx: &zmq::Context,
+    kind: zmq::SocketType,
+    endpoint: &str,
+) -> (zmq::Socket, String) {
+    let socket = test_socket(ctx, kind);
+    socket.bind(endpoint).unwrap();
+    let endpoint = socket.get_last_endpoint().unwrap().unwrap();
+    (socket, endpoint)
+}
+
+/// A REQ [`test_socket`] connected to `endpoint`.
+pub fn test_req(ctx: &zmq::Context, endpoint: &str) -> zmq::Socket {
+    let socket = test_socket(ctx, zmq::REQ);
     socket.connect(endpoint).unwrap();
     socket
 }
@@ -192,6 +231,16 @@ pub fn reply_lines(client: &Proc) -> Vec<String> {
         .into_iter()
         .filter(|line| line.contains(" got "))
         .collect()
+}
+
+/// Starts a reqrep_server on a free port with `extra` options: (server,
+/// endpoint).
+pub fn start_server(extra: &[&str]) -> (Proc, String) {
+    let mut args = vec!["--bind", "tcp://127.0.0.1:*"];
+    args.extend_from_slice(extra);
+    let server = Proc::start(SERVER, &args);
+    let endpoint = server.wait_endpoints("REP listening on").remove(0);
+    (server, endpoint)
 }
 
 /// Starts a broker in `mode` on free ports: (broker, frontend, backend).
@@ -210,6 +259,64 @@ pub fn start_broker(mode: &str, extra: &[&str]) -> (Proc, String, String) {
     let backend = endpoints.pop().unwrap();
     let frontend = endpoints.pop().unwrap();
     (broker, frontend, backend)
+}
+
+/// Starts a broker in `mode` on endpoints chosen in advance, so that it can
+/// be started again on the same ones, with `extra` options.
+pub fn start_broker_on(mode: &str, frontend: &str, backend: &str, extra: &[&str]) -> Proc {
+    let mut args = vec!["--mode", mode, "--frontend", frontend, "--backend", backend];
+    args.extend_from_slice(extra);
+    let broker = Proc::start(BROKER, &args);
+    broker.wait_log("frontend ROUTER on", SOON);
+    broker
+}
+
+/// Starts `worker --mode lb` named `name`, connected to `connect` (one
+/// backend, or several separated by commas), with `extra` options.
+pub fn start_lb_worker(connect: &str, name: &str, heartbeat_ms: &str, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "--connect",
+        connect,
+        "--mode",
+        "lb",
+        "--name",
+        name,
+        "--heartbeat-ms",
+        heartbeat_ms,
+    ];
+    args.extend_from_slice(extra);
+    Proc::start(WORKER, &args)
+}
+
+/// Runs `exe` with `args` (and `env`) to its end, which must be a usage
+/// error (see [`expect_usage_error`]); returns its one line.
+pub fn usage_error(exe: &str, args: &[&str], env: &[(&str, &str)], needles: &[&str]) -> String {
+    let mut proc = Proc::start_with_env(exe, args, env);
+    usage_error_of(&mut proc, &format!("{exe} {args:?}"), needles)
+}
+
+/// Waits for `proc` to end with a usage error: exit code 2 and exactly one
+/// line on stderr, `error: ...`, containing every one of `needles`; returns
+/// that line.
+pub fn expect_usage_error(proc: &mut Proc, needles: &[&str]) -> String {
+    let label = proc.label.clone();
+    usage_error_of(proc, &label, needles)
+}
+
+fn usage_error_of(proc: &mut Proc, what: &str, needles: &[&str]) -> String {
+    proc.expect_exit(2, SOON);
+    let mut stderr = proc.stderr();
+    assert_eq!(
+        stderr.len(),
+        1,
+        "{what}: expected one line, got {stderr:#?}"
+    );
+    let line = stderr.remove(0);
+    assert!(line.starts_with("error: "), "{what}: {line}");
+    for needle in needles {
+        assert!(line.contains(needle), "{what}: {needle:?} not in {line}");
+    }
+    line
 }
 
 /// The number in "served N requests" (the summary a server logs at exit).
@@ -259,6 +366,85 @@ pub fn skipped(why: &str) {
 /// Path of a peer script under tests/py/.
 pub fn py_script(name: &str) -> String {
     format!("{}/tests/py/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A pyzmq REQ client with security options (`secure_peers.py req-client`):
+/// `count` requests to `endpoint`.
+pub fn py_secure_client(python: &str, endpoint: &str, count: u32, options: &[&str]) -> Proc {
+    let script = py_script("secure_peers.py");
+    let count = count.to_string();
+    let mut args = vec![
+        "-u",
+        script.as_str(),
+        "req-client",
+        endpoint,
+        count.as_str(),
+    ];
+    args.extend_from_slice(options);
+    Proc::start(python, &args)
+}
+
+/// Path of an example (`examples/`) built by `cargo test`: in
+/// `target/<profile>/examples/`, next to the `deps/` folder holding the
+/// test's own executable.
+pub fn example(name: &str) -> String {
+    let test_exe = std::env::current_exe().expect("the test's own path");
+    // target/<profile>/deps/TEST-HASH -> target/<profile>/examples/NAME
+    let path: PathBuf = test_exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("examples").join(name))
+        .expect("the test runs from target/<profile>/deps/");
+    assert!(
+        path.exists(),
+        "{} is missing: a plain `cargo test` builds the examples; with a filter \
+         such as `--test examples`, run `cargo build --examples` first",
+        path.display()
+    );
+    path.to_string_lossy().into_owned()
+}
+
+/// A directory of the test's own under the system's temporary directory,
+/// empty when made and removed, with all it holds, when dropped (a failing
+/// test included).
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// `zmq-reqrep-<pid>-<name>`.
+    pub fn new(name: &str) -> TempDir {
+        TempDir::named(&format!("zmq-reqrep-{}-{name}", std::process::id()))
+    }
+
+    /// Exactly `dir_name`: docker compose names a project after the
+    /// directory of its file.
+    pub fn named(dir_name: &str) -> TempDir {
+        let path = std::env::temp_dir().join(dir_name);
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.0
+    }
+
+    /// The path of `name` in the directory, as text for a command line.
+    pub fn path(&self, name: &str) -> String {
+        self.0.join(name).display().to_string()
+    }
+
+    /// Writes `contents` to `name` in the directory; returns its path.
+    pub fn file(&self, name: &str, contents: impl AsRef<[u8]>) -> String {
+        std::fs::write(self.0.join(name), contents).unwrap();
+        self.path(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Waits for a broker started with `--http 127.0.0.1:0` to log its page,
