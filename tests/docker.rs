@@ -195,18 +195,35 @@ fn engine() -> Option<MutexGuard<'static, ()>> {
 }
 
 /// `count` consecutive host ports, all free on 127.0.0.1 a moment ago, as
-/// compose's range syntax ("40100-40102").
+/// compose's range syntax ("20100-20102").
 fn free_port_range(count: u16) -> String {
+    // Below the kernel's ephemeral range: a port from free_port() can be
+    // taken, between the check and docker's bind, as the source port of any
+    // outgoing connection on this machine (seen once); these cannot.
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_start.saturating_sub(count));
+    assert!(
+        low < high,
+        "no room below the ephemeral ports ({ephemeral_start})"
+    );
+    let mut seed = std::hash::BuildHasher::hash_one(
+        &std::collections::hash_map::RandomState::new(),
+        std::process::id(),
+    );
     for _ in 0..100 {
-        let first = free_port();
-        let Some(last) = first.checked_add(count - 1) else {
-            continue;
-        };
-        if (first + 1..=last).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok()) {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let first = low + (seed >> 33) as u16 % (high - low);
+        let last = first + (count - 1);
+        if (first..=last).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok()) {
             return format!("{first}-{last}");
         }
     }
-    panic!("no {count} consecutive free ports in 100 tries");
+    panic!("no {count} consecutive free ports below {ephemeral_start} in 100 tries");
 }
 
 /// One compose project, taken down when dropped.
