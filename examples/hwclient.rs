@@ -3,8 +3,9 @@
 //! The Rust twin of the course's Python client and of the ZeroMQ guide's
 //! `hwclient.c`: a REQ socket connects, then sends "Hello" and waits for the
 //! reply, ten times (the guide's count; the course's client goes on forever).
-//! `src/bin/reqrep_client.rs` is the hardened version (a timeout, a new socket
-//! and a resend when a reply is late: the Lazy Pirate pattern).
+//! `src/bin/reqrep_client.rs` is the hardened version (a timeout, and a resend
+//! when a reply is late, to the next server if there are several: the Lazy
+//! Pirate pattern).
 //!
 //! ```text
 //! cargo run --example hwserver                       # in a first terminal
