@@ -1,9 +1,9 @@
 //! # broker: a ROUTER frontend for clients, a backend for workers
 //!
 //! The lecture's broker exercise. Clients connect to the frontend (5555),
-//! workers to the backend (5556); only the broker binds, so both clients and
-//! workers depend on it (`depends_on: [broker]` in the compose file), and
-//! either side can grow or shrink without the other knowing.
+//! workers to the backend (5556); only the broker binds. Clients and workers
+//! know its address and nothing of each other, so either side can grow or
+//! shrink without the other knowing.
 //!
 //! ```text
 //! cargo run --bin broker                              # ROUTER :5555, DEALER :5556
@@ -43,7 +43,12 @@
 //!
 //! Slide questions it answers: "more server replicas?" (scale the workers:
 //! the broker spreads requests over all of them) and "why do clients and
-//! servers both depend on the broker?" (it is the only one that binds).
+//! servers both depend on the broker?" Not to start: a ZeroMQ connect needs
+//! nobody on the other side, and `depends_on` only orders the containers'
+//! starts. They depend on its address, the one they all know, and on its
+//! being alive (`docker-compose.failover.yml` runs two). The README's
+//! experiments start each side first and show what changes: requests
+//! wait, and workers that connect late miss the first ones.
 
 use std::process::ExitCode;
 use std::sync::Arc;

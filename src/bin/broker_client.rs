@@ -2,8 +2,8 @@
 //!
 //! The broker exercise: clients connect to the broker's ROUTER frontend
 //! (port 5555), workers to its backend (port 5556), and neither knows the
-//! other's address. Only the broker binds, so clients and workers both
-//! depend on it, and either side can be scaled without telling the other.
+//! other's address. Only the broker binds: both sides know its address
+//! alone, so either side can be scaled without telling the other.
 //!
 //! This is the same program as `reqrep_client`, and that is the lesson: to a
 //! REQ socket, a broker's ROUTER frontend looks exactly like a REP server.

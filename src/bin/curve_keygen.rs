@@ -6,6 +6,7 @@
 //! server (a line of its `--curve-clients` file).
 //!
 //! ```text
+//! mkdir -p keys
 //! cargo run --config .cargo/system-libzmq.toml --bin curve_keygen -- keys/broker
 //! cargo run --config .cargo/system-libzmq.toml --bin curve_keygen -- keys/alice
 //! ```
