@@ -132,8 +132,7 @@ impl fmt::Display for GaveUp {
             Unanswered::NeverSent if crate::security::handshake::refused() => write!(
                 f,
                 "could not send request #{seq}: {endpoints} refused this client during the \
-                 ZeroMQ handshake (the warning above says why); libzmq does not retry a \
-                 refused connection"
+                 ZeroMQ handshake ({attempts}, each waiting {ms} ms; the warning above says why)"
             ),
             Unanswered::NeverSent => write!(
                 f,
@@ -267,7 +266,13 @@ impl ReliableReq {
             }
             let ms = timeout.as_millis();
             let retries = Count::irregular(u64::from(self.policy.retries), "retry", "retries");
-            if not_sent {
+            if not_sent && crate::security::handshake::refused() {
+                warn!(
+                    "could not send request #{seq}: refused at the handshake (see above), no \
+                     server connected at {} within {ms} ms; trying again ({attempt} of {retries})",
+                    self.endpoints
+                );
+            } else if not_sent {
                 warn!(
                     "could not send request #{seq}: no server connected at {} within {ms} ms; \
                      trying again ({attempt} of {retries})",

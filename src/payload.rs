@@ -1,7 +1,8 @@
 //! Bytes stay bytes: the answer to "what is the `b` before the string".
 //!
-//! ZeroMQ moves frames of bytes and knows nothing about text. pyzmq makes that
-//! visible by printing `b'World'`; this suite prints the same payload as a Rust
+//! ZeroMQ moves frames of bytes and knows nothing about text. pyzmq hands
+//! them to Python as `bytes` objects, which Python prints as `b'World'` (the
+//! `b` is Python's notation, not pyzmq's); this suite prints the same payload as a Rust
 //! byte-string literal, `b"World"`. Printable ASCII shows as itself, anything
 //! else as an escape (`\n`, `\xff`), so a non-UTF-8 payload is shown safely
 //! and exactly, and decoding to text happens only on the screen.

@@ -35,8 +35,8 @@
 //! last two come from one run in which Lazy Pirate clients (the suite's own
 //! `ReliableReq`, `--failover-timeout-ms`) ask through two brokers while
 //! one of them is SIGKILLed `--kills` times (the first, then the second, and
-//! so on), each time left dead for one client timeout and started again on
-//! its ports. Their latency columns are not round trips but, over every
+//! so on), each time left dead for one client timeout and 200 ms more, and
+//! started again on its ports. Their latency columns are not round trips but, over every
 //! kill and client, the time from the kill to the client's next reply, and
 //! the longest the client waited for a reply until the broker was back.
 //! `lost` counts the requests a client gave up on: it must be 0.

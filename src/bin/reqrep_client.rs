@@ -15,7 +15,9 @@
 //!
 //! Slide questions it answers:
 //! - "start order reversed?" Start the client first: ZeroMQ connects in the
-//!   background and the first request goes out when the server appears.
+//!   background and the first request goes out when the server appears, if
+//!   it appears within the client's patience (`--timeout-ms` times 1 +
+//!   `--retries`: 10 s by default; `--timeout-ms 0` waits for ever).
 //! - "what is the `b` before the string?" Each reply line shows the payloads
 //!   as Rust byte-string literals (`b"World"`): ZeroMQ moves bytes, not text.
 //! - "more server replicas?" `--connect` several servers (repeat the flag or

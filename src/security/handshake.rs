@@ -33,8 +33,8 @@ use tracing::{info, warn};
 use crate::plumbing::monitor::{self, errno_text};
 
 /// Set once a server refused one of this process's sockets with a reason
-/// (a ZAP status, a mechanism mismatch): libzmq then gives up on that
-/// connection, so "is the server running?" would be the wrong question.
+/// (a ZAP status, a mechanism mismatch), which the warning has said: "is the
+/// server running?" would then be the wrong question.
 static REFUSED: AtomicBool = AtomicBool::new(false);
 
 /// Whether a server refused one of this process's watched sockets with a
