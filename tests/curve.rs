@@ -230,6 +230,15 @@ fn keygen_writes_a_secret_only_its_owner_can_read_and_never_overwrites_by_defaul
     assert_ne!(fs::read_to_string(&secret_file).unwrap(), secret);
     let mode = fs::metadata(&secret_file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "{mode:o} after --force");
+
+    // A directory that does not exist yet: one line that says to make it.
+    let missing = dir.path("keys");
+    usage_error(
+        KEYGEN,
+        &[&format!("{missing}/client")],
+        &[],
+        &["client.key", &format!("mkdir -p {missing}")],
+    );
 }
 
 #[test]

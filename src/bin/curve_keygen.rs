@@ -97,10 +97,21 @@ fn with_extension(name: &Path, extension: &str) -> PathBuf {
 /// not even for a moment. Without `replace`, an existing file is an error;
 /// with it, the new file is written beside it and renamed over it.
 fn write(path: &Path, key: &str, mode: u32, replace: bool) -> anyhow::Result<()> {
-    let usage = |error: std::io::Error| UsageError {
-        option: "NAME",
-        value: path.display().to_string(),
-        reason: error.to_string().to_lowercase(),
+    let usage = |error: std::io::Error| {
+        let mut reason = error.to_string().to_lowercase();
+        if error.kind() == std::io::ErrorKind::NotFound {
+            if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+                reason.push_str(&format!(
+                    "; create the directory first: mkdir -p {}",
+                    dir.display()
+                ));
+            }
+        }
+        UsageError {
+            option: "NAME",
+            value: path.display().to_string(),
+            reason,
+        }
     };
     let target = if replace {
         let mut temporary = path.as_os_str().to_owned();
