@@ -62,7 +62,7 @@ fn listening(endpoint: &str) {
     eprintln!("listening on {endpoint}");
 }
 
-/// A bare REP socket: receive, answer `World`. The ceiling for lock-step
+/// A bare REP socket: receive, answer `World`. The baseline for lock-step
 /// REQ/REP: the least code libzmq can be driven with.
 pub fn rep_bare(bind: &str) -> anyhow::Result<()> {
     let ctx = zmq::Context::new();
@@ -145,7 +145,7 @@ pub fn tcp_client(connect: &str, count: u64, size: usize, run: Duration) -> anyh
     .print()
 }
 
-/// libzmq's built-in forwarder, `zmq::proxy(ROUTER, DEALER)`: the ceiling
+/// libzmq's built-in forwarder, `zmq::proxy(ROUTER, DEALER)`: the baseline
 /// for the broker.
 pub fn proxy(frontend: &str, backend: &str) -> anyhow::Result<()> {
     let ctx = zmq::Context::new();

@@ -338,7 +338,7 @@ pub fn reqrep(options: &Options) -> anyhow::Result<Vec<Row>> {
     });
     let keys = Keys::make()?;
     let mut variants = vec![
-        (variant("bare libzmq REQ/REP (ceiling)", true), bare),
+        (variant("bare libzmq REQ/REP (baseline)", true), bare),
         (variant("reqrep_server + reqrep_client", false), suite),
     ];
     if let Some(keys) = &keys {
