@@ -9,12 +9,13 @@
 //!    the envelope, kept as it came, is the reply's return address;
 //! 3. send a HEARTBEAT every `--heartbeat-ms` while connected, working or
 //!    not; the broker sends its own;
-//! 4. after 3 intervals without a word from the broker, wait (1 s, doubling
-//!    up to 32 s), then open a new socket (Paranoid Pirate). libzmq
-//!    reconnects a closed connection by itself, but a connection to a
-//!    broker host that vanished without closing it would otherwise be
-//!    waited on until TCP gives up, many minutes later. Hearing from the
-//!    broker meanwhile cancels the new socket.
+//! 4. after 3 intervals without a word from the broker (or since its
+//!    connection came up), wait (1 s, doubling up to 32 s), then open a new
+//!    socket (Paranoid Pirate). libzmq reconnects a closed connection by
+//!    itself, but a connection to a broker host that vanished without
+//!    closing it would otherwise be waited on until TCP gives up, many
+//!    minutes later. Hearing from the broker, or a connection to it coming
+//!    up, meanwhile cancels the new socket.
 //!
 //! Work never silences the worker. The loop below is the heart of it: one
 //! `zmq::poll` wakes it for a message, a heartbeat due, or the end of the
@@ -332,7 +333,8 @@ struct Broker {
     /// keeps the value it arrived with, and its reply is sent only while
     /// the value is the same, over the same connection.
     connection: u64,
-    /// Any message from the broker counts as a sign of life.
+    /// Any message from the broker counts as a sign of life, and so does a
+    /// connection to it completing its handshake.
     last_heard: Instant,
     next_heartbeat: Instant,
     /// When the current connection came up; `None` while there is none.
@@ -395,7 +397,20 @@ impl Broker {
         for change in self.watch.changes() {
             match change {
                 Change::Up => {
-                    self.up_since = Some(Instant::now());
+                    let now = Instant::now();
+                    self.up_since = Some(now);
+                    // A completed ZeroMQ handshake is the broker process
+                    // answering, and its first HEARTBEAT is due up to an
+                    // interval after our READY (it heartbeats on a timer of
+                    // its own): the silence is counted from here, not from
+                    // when the socket was opened, maybe seconds before the
+                    // broker came back. The new socket a silence had made
+                    // due is no longer needed. This hides no hung broker:
+                    // a frozen process completes no handshake, and one whose
+                    // loop hangs (libzmq's I/O thread still shakes hands) is
+                    // found silent one expiry after each new connection.
+                    self.last_heard = now;
+                    self.reconnect_at = None;
                     self.heard_heartbeat = false;
                     self.owes_ready = true;
                     // Counted over every socket: a replaced socket's first

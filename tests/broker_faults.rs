@@ -366,6 +366,66 @@ fn defect_8_proxy_broker_and_lb_worker_each_say_what_is_wrong() {
     assert_eq!(broker.log_lines("no envelope"), Vec::<String>::new());
 }
 
+/// Waits (at most 10 s) until every thread of process `pid` is stopped:
+/// SIGSTOP is delivered after `kill` returns.
+fn wait_stopped(pid: u32) {
+    let deadline = Instant::now() + SOON;
+    let all_stopped = || {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads");
+        tasks.flatten().all(|task| {
+            // "pid (name) STATE ...": the state follows the last ')'.
+            std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+                stat.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('T')
+            })
+        })
+    };
+    while !all_stopped() {
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} not stopped within {SOON:?}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn lb_broker_does_not_blame_the_mode_of_a_peer_that_hung_up_before_the_handshake() {
+    // Seen after `docker compose pause broker1` / `unpause`: the lb workers
+    // gave up on connections the frozen broker had not answered, and the
+    // broker, once thawed, told them to use --mode lb, which they did. A
+    // stopped process's kernel still completes TCP connects into the listen
+    // backlog; libzmq accepts them once the process runs again and finds the
+    // peer gone (HANDSHAKE_FAILED_NO_DETAIL, EPIPE).
+    let (mut broker, _frontend, backend) = start_broker("lb", &[]);
+    let address = backend.trim_start_matches("tcp://").to_string();
+    broker.signal(libc::SIGSTOP);
+    let stopped_at = Instant::now();
+    wait_stopped(broker.pid());
+    // A port scan, or a peer that gave up without a word...
+    let scan = std::net::TcpStream::connect_timeout(&address.parse().unwrap(), SOON);
+    drop(scan.expect("the kernel completes the connect for a stopped broker"));
+    // ...and a ZeroMQ socket that gave up after its first 10 bytes, as an
+    // lb worker giving up on a frozen broker does.
+    let ctx = zmq::Context::new();
+    let dealer = test_socket(&ctx, zmq::DEALER);
+    dealer.connect(&backend).unwrap();
+    // Stopped for a few seconds, as the workers' give-up takes: the
+    // broker's monitor tells a stop from a quiet moment by its length.
+    thread::sleep(Duration::from_secs(4).saturating_sub(stopped_at.elapsed()));
+    drop(dealer);
+    // Closed for sure: ending the context waits for its sockets' end.
+    drop(ctx);
+    broker.signal(libc::SIGCONT);
+    for said in broker.wait_log_count("backend: dropped", 2, SOON) {
+        assert!(!said.contains("--mode lb"), "{said}");
+        assert!(said.contains("closed the connection"), "{said}");
+    }
+}
+
 // --- defect 9 ---------------------------------------------------------------
 
 #[test]

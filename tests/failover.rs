@@ -233,6 +233,61 @@ fn lb_worker_paused_for_less_than_three_heartbeats_still_announces_itself_again(
 }
 
 #[test]
+fn lb_worker_does_not_call_a_broker_silent_that_has_just_answered_its_connection() {
+    // Seen after `docker compose kill broker1` and `start broker1`: each lb
+    // worker logged "connected to the broker ... again", then within a
+    // second "broker silent", before the broker's first HEARTBEAT was due.
+    // Its silence clock had started when it opened its new socket, seconds
+    // before the broker came back.
+    let ctx = zmq::Context::new();
+    let endpoint = free_endpoint();
+    let (broker, _) = test_bound(&ctx, zmq::ROUTER, &endpoint);
+    // Expiry: 3 heartbeats, 6 s.
+    let worker = start_lb_worker(&endpoint, "w", "2000", &[]);
+    let id = next_message(&broker)[0].clone();
+    broker.send_multipart([&id[..], &[HEARTBEAT]], 0).unwrap();
+    drop(broker);
+    // Found silent after the expiry, it opens a new socket 1 s later.
+    worker.wait_log(
+        &format!("reconnected to {endpoint} with a new socket"),
+        Duration::from_secs(20),
+    );
+    // The broker comes back well inside the new socket's first expiry...
+    thread::sleep(Duration::from_millis(4500));
+    let (restarted, _) = test_bound(&ctx, zmq::ROUTER, &endpoint);
+    let ready = next_message(&restarted);
+    assert_eq!(ready[1..], [vec![READY], b"w".to_vec()]);
+    let back = worker.wait_log(
+        &format!("connected to the broker at {endpoint} again"),
+        SOON,
+    );
+    // ...and sends its first HEARTBEAT a while after READY, as a broker
+    // whose heartbeat timer runs on its own may, then every 1.8 s.
+    let up = Instant::now();
+    let mut next_heartbeat = up + Duration::from_millis(2500);
+    while up.elapsed() < Duration::from_secs(4) {
+        if Instant::now() >= next_heartbeat {
+            restarted
+                .send_multipart([&ready[0][..], &[HEARTBEAT]], 0)
+                .unwrap();
+            next_heartbeat += Duration::from_millis(1800);
+        }
+        while restarted.recv_multipart(zmq::DONTWAIT).is_ok() {}
+        thread::sleep(Duration::from_millis(20));
+    }
+    let log = worker.stderr();
+    let after = log
+        .iter()
+        .position(|line| *line == back)
+        .expect("the line seen");
+    let silent: Vec<&String> = log[after..]
+        .iter()
+        .filter(|line| line.contains("broker silent"))
+        .collect();
+    assert!(silent.is_empty(), "{silent:#?}");
+}
+
+#[test]
 fn plain_worker_serves_two_brokers_each_reply_on_its_own_connection() {
     let ctx = zmq::Context::new();
     // Two DEALER backends, as two proxy brokers have.

@@ -25,7 +25,18 @@
 //! | the peer | yes | a normal goodbye | info |
 //!
 //! A connection cut during its handshake (`HANDSHAKE_FAILED_*`, emitted just
-//! before its `DISCONNECTED`) is always a warning.
+//! before its `DISCONNECTED`) is always a warning. libzmq emits
+//! `HANDSHAKE_FAILED_NO_DETAIL` for a connection error (the peer hung up:
+//! end of file reads as EPIPE, or ECONNRESET) or the handshake's time
+//! limit. A socket-type mismatch that libzmq finds itself, in the peer's
+//! READY, is a protocol error it reports with no event at all; but the peer
+//! may find it first, in our READY, and hang up. A hang-up is also what a
+//! peer that gave up waiting leaves: a worker whose connection the kernel
+//! of a stopped broker (SIGSTOP, `docker pause`) had completed, and that
+//! libzmq accepts only once the broker runs again. So the hint about a
+//! mistaken socket type is kept for a hang-up from a peer that had answered
+//! our greeting (its byte count, TCP_INFO) and, when that cannot be read,
+//! for one that does not come right after this process was stopped.
 //!
 //! This is best effort: a wrong-type ZeroMQ peer on the same machine can be
 //! refused within microseconds, before this thread has read the ACCEPTED
@@ -41,7 +52,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
@@ -72,7 +83,9 @@ const EVENT_HANDSHAKE_FAILED_AUTH: u16 = zmq::SocketEvent::HANDSHAKE_FAILED_AUTH
 /// `max_message_bytes` is quoted when a peer is cut for an oversize frame,
 /// and `hint` (the likely mistake and its fix, such as "a REP worker cannot
 /// join an lb broker: start the workers with --mode lb"), if any, is added
-/// to the first warning about a peer refused during its handshake.
+/// to the first warning about a peer refused during its handshake; not to
+/// one about a peer that hung up before the handshake ended, which says
+/// nothing about its socket type (a worker giving up on a frozen broker).
 pub fn watch(
     ctx: &zmq::Context,
     socket: &zmq::Socket,
@@ -91,6 +104,9 @@ pub fn watch(
     );
     // No monitor is started without a thread to read it.
     let (receiver, endpoint) = receiver(ctx, "monitor")?;
+    // Woken at least this often, so that a longer gap means this process
+    // was stopped (see `Watcher::woke`).
+    receiver.set_rcvtimeo(i32::try_from(WAKE.as_millis()).unwrap_or(i32::MAX))?;
     let (done, finished) = mpsc::channel();
     let open = OpenConnections::default();
     let counted = open.clone();
@@ -104,6 +120,8 @@ pub fn watch(
                 handshake_failed: None,
                 hint,
                 open: counted,
+                awake_at: Instant::now(),
+                thawed_at: None,
             }
             .run(&receiver);
             // Close the socket before saying so: the context waits for it.
@@ -172,8 +190,8 @@ impl Watch {
 
 /// How a handshake failed, from its `HANDSHAKE_FAILED_*` event.
 enum Failure {
-    /// No detail but an errno, in words.
-    NoDetail(String),
+    /// No detail but an errno (0 when there is none).
+    NoDetail(u32),
     /// A ZMTP or ZAP protocol error code (`ZMQ_PROTOCOL_ERROR_*`).
     Protocol(u32),
     /// The ZAP handler's status code (400: refused).
@@ -191,6 +209,10 @@ struct Watcher {
     hint: Option<&'static str>,
     /// `peers.len()`, for other threads.
     open: OpenConnections,
+    /// When this thread last ran.
+    awake_at: Instant,
+    /// When this thread last ran again after this process was stopped.
+    thawed_at: Option<Instant>,
 }
 
 struct Peer {
@@ -205,11 +227,38 @@ struct Peer {
 
 impl Watcher {
     fn run(mut self, receiver: &zmq::Socket) {
-        read_until_stopped(receiver, |event, value, _| match event {
+        read_events(receiver, |event| {
+            self.woke();
+            if let Some((event, value, _)) = event {
+                self.event(event, value);
+            }
+        });
+    }
+
+    /// Notes a stop of this process (SIGSTOP, Ctrl-Z, `docker pause`):
+    /// the thread is woken every [`WAKE`] at least, so a gap much longer
+    /// than that means it could not run.
+    fn woke(&mut self) {
+        let now = Instant::now();
+        if now.duration_since(std::mem::replace(&mut self.awake_at, now)) > STOPPED_AFTER {
+            self.thawed_at = Some(now);
+        }
+    }
+
+    /// Whether this process runs again since a moment only, after a stop:
+    /// the connections its kernel queued meanwhile are being accepted, many
+    /// of them abandoned by peers that gave up waiting.
+    fn just_thawed(&self) -> bool {
+        self.thawed_at
+            .is_some_and(|thawed_at| thawed_at.elapsed() < THAWED_FOR)
+    }
+
+    fn event(&mut self, event: u16, value: u32) {
+        match event {
             EVENT_ACCEPTED => self.accepted(value),
             EVENT_HANDSHAKE_SUCCEEDED => self.handshake_succeeded(),
             EVENT_HANDSHAKE_FAILED_NO_DETAIL => {
-                self.handshake_failed = Some(Failure::NoDetail(errno_text(value)));
+                self.handshake_failed = Some(Failure::NoDetail(value));
             }
             EVENT_HANDSHAKE_FAILED_PROTOCOL => {
                 self.handshake_failed = Some(Failure::Protocol(value));
@@ -219,7 +268,7 @@ impl Watcher {
             }
             EVENT_DISCONNECTED => self.disconnected(value),
             _ => {}
-        });
+        }
     }
 
     fn accepted(&mut self, fd: u32) {
@@ -293,11 +342,63 @@ impl Watcher {
                 );
                 return;
             }
-            Some(Failure::NoDetail(reason)) => {
-                let hint = self.take_hint();
+            // A connection error or a timeout. A socket-type mismatch that
+            // libzmq finds here, in the peer's READY, is a protocol error it
+            // reports with no HANDSHAKE_FAILED event (mechanism.cpp,
+            // stream_engine_base.cpp); but the peer finds the mismatch in
+            // our READY too, and when that comes first it hangs up before
+            // sending its own, and this is what is left of it.
+            Some(Failure::NoDetail(errno)) => {
+                let reason = errno_text(errno);
+                // tcp.cpp reads end of file as EPIPE; ECONNRESET is the
+                // same hang-up, abrupt.
+                let hung_up = matches!(i32::try_from(errno), Ok(libc::EPIPE | libc::ECONNRESET));
+                let sent = stream.as_ref().and_then(bytes_received);
+                let (what, hint) = match sent {
+                    // Other network errors, and the handshake's time limit
+                    // (ZMQ_HANDSHAKE_IVL, 30 s), whose errno is whatever
+                    // the I/O thread saw last.
+                    _ if !hung_up => (
+                        "the connection failed before the handshake ended (a network error, \
+                         or no complete handshake within 30 s)",
+                        String::new(),
+                    ),
+                    // It read our greeting and answered it: a ZeroMQ peer
+                    // that refused us, for our socket type most likely.
+                    Some(sent) if sent >= GREETING_BYTES => (
+                        "the peer answered our greeting, then closed the connection (a socket \
+                         type that cannot talk to this one, or not a ZeroMQ peer)",
+                        self.take_hint(),
+                    ),
+                    // It gave up without a word, or after the 10 bytes a
+                    // ZeroMQ socket sends first: a worker that waited in
+                    // vain for a stopped (paused) broker, whose kernel had
+                    // accepted the connection all the same, or a port scan.
+                    // Its mode is not in question: no hint.
+                    Some(_) => (
+                        "the peer closed the connection before it answered our greeting (it \
+                         gave up waiting, or it is not a ZeroMQ peer)",
+                        String::new(),
+                    ),
+                    // Closed too fast to be looked at, as the connections
+                    // given up on while this process was stopped are (they
+                    // waited in the kernel's backlog, their peer gone,
+                    // until it ran again): right after a stop, no hint.
+                    None if self.just_thawed() => (
+                        "the peer closed the connection before the handshake ended (it gave \
+                         up waiting while this process was stopped, or it is not a ZeroMQ \
+                         peer)",
+                        String::new(),
+                    ),
+                    None => (
+                        "the peer closed the connection before the handshake ended (a socket \
+                         type that cannot talk to this one, it gave up waiting, or it is not a \
+                         ZeroMQ peer)",
+                        self.take_hint(),
+                    ),
+                };
                 warn!(
-                    "{kind}: dropped {address}: ZeroMQ handshake failed ({reason}); \
-                     not a ZeroMQ peer, or a socket type that cannot talk to this one{hint}"
+                    "{kind}: dropped {address}: ZeroMQ handshake failed ({reason}): {what}{hint}"
                 );
                 return;
             }
@@ -388,10 +489,24 @@ pub(crate) fn receiver(ctx: &zmq::Context, name: &str) -> zmq::Result<(zmq::Sock
 /// the endpoint of its connection), waiting for them, until the watched
 /// socket is destroyed (MONITOR_STOPPED) or the context ends.
 pub(crate) fn read_until_stopped(receiver: &zmq::Socket, mut each: impl FnMut(u16, u32, &[u8])) {
+    read_events(receiver, |event| {
+        if let Some((event, value, endpoint)) = event {
+            each(event, value, endpoint);
+        }
+    });
+}
+
+/// [`read_until_stopped`], also calling `each` with `None` when the
+/// receiver's ZMQ_RCVTIMEO passes without an event.
+fn read_events(receiver: &zmq::Socket, mut each: impl FnMut(Option<(u16, u32, &[u8])>)) {
     loop {
         let frames = match receiver.recv_multipart(0) {
             Ok(frames) => frames,
             Err(zmq::Error::EINTR) => continue,
+            Err(zmq::Error::EAGAIN) => {
+                each(None);
+                continue;
+            }
             // ETERM: the context is ending with the process.
             Err(_) => return,
         };
@@ -401,7 +516,11 @@ pub(crate) fn read_until_stopped(receiver: &zmq::Socket, mut each: impl FnMut(u1
         if event == EVENT_MONITOR_STOPPED {
             return;
         }
-        each(event, value, frames.get(1).map_or(&[], Vec::as_slice));
+        each(Some((
+            event,
+            value,
+            frames.get(1).map_or(&[], Vec::as_slice),
+        )));
     }
 }
 
@@ -412,6 +531,55 @@ pub(crate) fn parse_event(frames: &[Vec<u8>]) -> Option<(u16, u32)> {
     let event = u16::from_le_bytes(head.get(0..2)?.try_into().ok()?);
     let value = u32::from_le_bytes(head.get(2..6)?.try_into().ok()?);
     Some((event, value))
+}
+
+/// The monitor thread's longest wait for an event.
+const WAKE: Duration = Duration::from_secs(1);
+
+/// A gap this long between two wakes of the monitor thread means that the
+/// process was stopped (or starved of CPU that long).
+const STOPPED_AFTER: Duration = Duration::from_secs(3);
+
+/// How long after a stop the connections its kernel queued meanwhile may
+/// still be arriving.
+const THAWED_FOR: Duration = Duration::from_secs(2);
+
+/// A ZMTP 3 greeting's size (RFC 23): a peer that sent this much had read
+/// ours and answered it. A ZeroMQ socket sends the first 10 bytes (the
+/// signature) before it has heard a word.
+const GREETING_BYTES: u64 = 64;
+
+/// How many bytes the peer sent on the connection, as the kernel counts
+/// them (TCP_INFO, Linux 4.1 or later); `None` where that cannot be read.
+#[cfg(target_os = "linux")]
+fn bytes_received(stream: &TcpStream) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    let mut info = std::mem::MaybeUninit::<libc::tcp_info>::zeroed();
+    let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::tcp_info>()).ok()?;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`, which is
+    // that big, and says in `len` how many it wrote.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    // An older kernel fills less of the struct: the count may be missing.
+    let needed =
+        std::mem::offset_of!(libc::tcp_info, tcpi_bytes_received) + std::mem::size_of::<u64>();
+    if rc != 0 || usize::try_from(len).ok()? < needed {
+        return None;
+    }
+    // SAFETY: zeroed, then filled by the kernel: every field is an integer.
+    Some(unsafe { info.assume_init() }.tcpi_bytes_received)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn bytes_received(_: &TcpStream) -> Option<u64> {
+    None
 }
 
 /// The errno a monitor event carries, in words.
