@@ -156,8 +156,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let refused_hint = match args.mode {
         Mode::Proxy => None,
         Mode::Lb => Some(
-            "a plain REP worker cannot join an lb broker's ROUTER backend: start the workers \
-             with --mode lb",
+            "if it was a plain REP worker: an lb broker's ROUTER backend cannot take one, \
+             start the workers with --mode lb",
         ),
     };
     let frontend = hardening.apply(frontend, "frontend")?;

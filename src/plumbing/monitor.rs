@@ -81,8 +81,8 @@ const EVENT_HANDSHAKE_FAILED_AUTH: u16 = zmq::SocketEvent::HANDSHAKE_FAILED_AUTH
 ///
 /// `kind` names the socket in the log ("frontend", "REP"),
 /// `max_message_bytes` is quoted when a peer is cut for an oversize frame,
-/// and `hint` (the likely mistake and its fix, such as "a REP worker cannot
-/// join an lb broker: start the workers with --mode lb"), if any, is added
+/// and `hint` (the likely mistake and its fix, such as "if it was a plain
+/// REP worker: ... start the workers with --mode lb"), if any, is added
 /// to the first warning about a peer refused during its handshake; not to
 /// one about a peer that hung up before the handshake ended, which says
 /// nothing about its socket type (a worker giving up on a frozen broker).
@@ -367,7 +367,8 @@ impl Watcher {
                     // that refused us, for our socket type most likely.
                     Some(sent) if sent >= GREETING_BYTES => (
                         "the peer answered our greeting, then closed the connection (a socket \
-                         type that cannot talk to this one, or not a ZeroMQ peer)",
+                         type that cannot talk to this one, a peer that gave up or closed its \
+                         socket, or not a ZeroMQ peer)",
                         self.take_hint(),
                     ),
                     // It gave up without a word, or after the 10 bytes a
