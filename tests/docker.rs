@@ -177,7 +177,7 @@ fn engine() -> Option<MutexGuard<'static, ()>> {
         if std::env::var("REQUIRE_DOCKER").as_deref() == Ok("1") {
             panic!("REQUIRE_DOCKER=1 but no Docker engine answers `docker info`");
         }
-        skipped("no Docker engine answers `docker info` (.ci/run starts one)");
+        skipped("no Docker engine answers `docker info` (.ci/run requires one)");
         return None;
     }
     let guard = ONE_AT_A_TIME
