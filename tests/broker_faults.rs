@@ -339,8 +339,12 @@ fn defect_8_lb_broker_and_rep_worker_each_say_what_is_wrong() {
     let worker = Proc::start(WORKER, &["--connect", &backend, "--mode", "plain"]);
     let said = broker.wait_log("start the workers with --mode lb", SOON);
     assert!(said.contains("REP worker"), "{said}");
+    // Whichever side finds the mismatch first: refused, or hung up on.
     let said = worker.wait_log("--mode lb", SOON);
-    assert!(said.contains("refused"), "{said}");
+    assert!(
+        said.contains("refused") || said.contains("hung up"),
+        "{said}"
+    );
     // One line each, not one per attempt.
     thread::sleep(Duration::from_secs(1));
     assert_eq!(broker.log_lines("--mode lb").len(), 1);
@@ -357,6 +361,9 @@ fn defect_8_proxy_broker_and_lb_worker_each_say_what_is_wrong() {
     // The worker finds the broker silent, opens a new socket and sends
     // READY again; its next reply comes after that READY.
     worker.wait_log("reconnected", SOON);
+    // The broker's DEALER deals to every pipe it still has: once it has
+    // seen the old connection go, the request cannot go down that pipe.
+    broker.wait_log("disconnected", SOON);
     let ctx = zmq::Context::new();
     let req = test_req(&ctx, &frontend);
     req.send("Hello", 0).unwrap();
@@ -424,6 +431,48 @@ fn lb_broker_does_not_blame_the_mode_of_a_peer_that_hung_up_before_the_handshake
         assert!(!said.contains("--mode lb"), "{said}");
         assert!(said.contains("closed the connection"), "{said}");
     }
+}
+
+#[test]
+fn after_a_stop_the_broker_names_no_address_it_cannot_trust() {
+    // Seen after `docker compose unpause` of an lb broker: the monitor read
+    // the ACCEPTED events of the connections given up on during the stop
+    // after libzmq had closed them and reused their descriptors, and logged
+    // other connections' addresses (even a client's, on the backend), and
+    // their byte counts, which brought back the --mode lb hint.
+    let (mut broker, frontend, backend) = start_broker("lb", &[]);
+    let backend_address: std::net::SocketAddr =
+        backend.trim_start_matches("tcp://").parse().unwrap();
+    let frontend_address: std::net::SocketAddr =
+        frontend.trim_start_matches("tcp://").parse().unwrap();
+    broker.signal(libc::SIGSTOP);
+    let stopped_at = Instant::now();
+    wait_stopped(broker.pid());
+    // Peers that give up on the backend while the broker is stopped...
+    const GAVE_UP: usize = 12;
+    for _ in 0..GAVE_UP {
+        let given_up = std::net::TcpStream::connect_timeout(&backend_address, SOON);
+        drop(given_up.expect("the kernel completes the connect for a stopped broker"));
+    }
+    // ...and clients that wait on the frontend, whose connections take the
+    // descriptors freed once the broker runs again.
+    let waiting: Vec<std::net::TcpStream> = (0..GAVE_UP)
+        .map(|_| std::net::TcpStream::connect_timeout(&frontend_address, SOON).unwrap())
+        .collect();
+    let waiting_ports: Vec<String> = waiting
+        .iter()
+        .map(|stream| format!(":{} ", stream.local_addr().unwrap().port()))
+        .collect();
+    thread::sleep(Duration::from_secs(4).saturating_sub(stopped_at.elapsed()));
+    broker.signal(libc::SIGCONT);
+    for said in broker.wait_log_count("backend: dropped", GAVE_UP, SOON) {
+        assert!(said.contains("backend: dropped a peer"), "{said}");
+        assert!(!said.contains("--mode lb"), "{said}");
+        for port in &waiting_ports {
+            assert!(!said.contains(port.trim_end()), "{said}");
+        }
+    }
+    drop(waiting);
 }
 
 // --- defect 9 ---------------------------------------------------------------

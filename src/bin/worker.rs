@@ -224,7 +224,17 @@ fn next_request(
 ) -> zmq::Result<Option<Vec<Vec<u8>>>> {
     while !shutdown.requested() {
         if watch.changes().contains(&Change::Refused) {
-            match explain_refusal(watch.handshake_failure()) {
+            let failure = watch.handshake_failure();
+            // The broker hung up: when it found our REP type unfit before
+            // we found its ROUTER, this is all we learn of it.
+            let hung_up = failure.is_some_and(|(event, _)| {
+                event == zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as u16
+            });
+            match explain_refusal(failure) {
+                Some(why) if hung_up => warn!(
+                    "{who} {why}; if it is a broker started with --mode lb, start this worker \
+                     with --mode lb too"
+                ),
                 // A ZAP refusal or a mechanism mismatch says why.
                 Some(why) => warn!("{who} {why}"),
                 // A socket type mismatch closes the connection without a reason.

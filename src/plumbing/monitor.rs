@@ -36,7 +36,10 @@
 //! libzmq accepts only once the broker runs again. So the hint about a
 //! mistaken socket type is kept for a hang-up from a peer that had answered
 //! our greeting (its byte count, TCP_INFO) and, when that cannot be read,
-//! for one that does not come right after this process was stopped.
+//! for one that does not come right after this process was stopped. Right
+//! after a stop no hint is given at all, and the connections accepted then
+//! are logged without an address: their descriptors are closed and reused
+//! so fast that a look at them could find another connection.
 //!
 //! This is best effort: a wrong-type ZeroMQ peer on the same machine can be
 //! refused within microseconds, before this thread has read the ACCEPTED
@@ -223,6 +226,8 @@ struct Peer {
     stream: Option<TcpStream>,
     /// Whether its ZeroMQ handshake completed (see `handshake_succeeded`).
     greeted: bool,
+    /// Accepted right after this process was stopped: see `accepted`.
+    late: bool,
 }
 
 impl Watcher {
@@ -272,6 +277,30 @@ impl Watcher {
     }
 
     fn accepted(&mut self, fd: u32) {
+        // Right after a stop, libzmq accepts what the kernel queued
+        // meanwhile, and most of it was given up on: those descriptors are
+        // closed at once and their numbers reused, often before this
+        // thread reads the ACCEPTED events. A duplicate made now could be
+        // another connection's, with its address and its byte count: no
+        // address is read, and no hint is given, for these.
+        if self.just_thawed() {
+            debug!(
+                "{}: a peer connected right after this process was stopped (its address \
+                 is not read: the descriptor may be another connection's by now)",
+                self.kind
+            );
+            self.peers.insert(
+                fd,
+                Peer {
+                    address: "a peer".into(),
+                    stream: None,
+                    greeted: false,
+                    late: true,
+                },
+            );
+            self.open.0.store(self.peers.len(), Ordering::Relaxed);
+            return;
+        }
         let peer = match duplicate(fd) {
             Some(stream) => {
                 let address = stream.peer_addr().map_or_else(
@@ -283,6 +312,7 @@ impl Watcher {
                     address,
                     stream: Some(stream),
                     greeted: false,
+                    late: false,
                 }
             }
             // Refused so fast that libzmq closed it before this thread
@@ -291,6 +321,7 @@ impl Watcher {
                 address: "a peer".into(),
                 stream: None,
                 greeted: false,
+                late: false,
             },
         };
         self.peers.insert(fd, peer);
@@ -315,6 +346,7 @@ impl Watcher {
             address,
             stream,
             greeted,
+            late,
         }) = removed
         else {
             info!("{kind}: a peer disconnected");
@@ -385,7 +417,7 @@ impl Watcher {
                     // given up on while this process was stopped are (they
                     // waited in the kernel's backlog, their peer gone,
                     // until it ran again): right after a stop, no hint.
-                    None if self.just_thawed() => (
+                    None if late || self.just_thawed() => (
                         "the peer closed the connection before the handshake ended (it gave \
                          up waiting while this process was stopped, or it is not a ZeroMQ \
                          peer)",
@@ -407,7 +439,17 @@ impl Watcher {
         }
         let Some(stream) = stream else {
             let max = self.max_message_bytes;
-            if greeted {
+            if late {
+                if greeted {
+                    info!("{kind}: a peer disconnected");
+                } else {
+                    warn!(
+                        "{kind}: dropped a peer during its handshake, accepted right after \
+                         this process was stopped: most likely one that gave up waiting \
+                         meanwhile"
+                    );
+                }
+            } else if greeted {
                 warn!(
                     "{kind}: lost a peer right after its handshake, too fast to read its \
                      address: it left at once, or libzmq dropped it for a frame over \
@@ -464,7 +506,11 @@ impl Watcher {
 impl Watcher {
     /// The hint for a refused peer, the first time (the peer may well try
     /// again every 100 ms); empty after that.
+    /// Never right after a stop: see `accepted`.
     fn take_hint(&mut self) -> String {
+        if self.just_thawed() {
+            return String::new();
+        }
         self.hint
             .take()
             .map(|hint| format!("; {hint}"))
