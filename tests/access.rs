@@ -585,3 +585,69 @@ fn allow_comes_from_the_environment_too() {
     outside.expect_exit(1, SOON);
     server.wait_log("REP: refused 127.0.0.2", SOON);
 }
+
+/// An IPv4 address written in its IPv4-mapped IPv6 form, as libzmq shows
+/// an IPv4 peer of an IPv6 socket, is that IPv4 address: a single one
+/// (`::ffff:127.0.0.1`) or a block (`::ffff:127.0.0.0/104`, 127.0.0.0/8).
+#[test]
+fn allow_takes_ipv4_addresses_in_their_ipv6_mapped_form() {
+    let (server, endpoint) = start_server(&["--allow", "::ffff:127.0.0.1"]);
+    let who = server.wait_log("who may join", SOON);
+    assert!(who.ends_with("from 127.0.0.1/32"), "{who}");
+    let mut inside = our_client(&endpoint, 1, &[]);
+    inside.expect_exit(0, SOON);
+    let mut outside = our_client(&from_127_0_0_2(&endpoint), 1, &[]);
+    outside.expect_exit(1, SOON);
+    server.wait_log(
+        "REP: refused 127.0.0.2: address not in --allow (127.0.0.1/32)",
+        SOON,
+    );
+
+    let (server, endpoint) = start_server(&["--allow", "::ffff:127.0.0.0/104"]);
+    let who = server.wait_log("who may join", SOON);
+    assert!(who.ends_with("from 127.0.0.0/8"), "{who}");
+    for endpoint in [endpoint.clone(), from_127_0_0_2(&endpoint)] {
+        let mut client = our_client(&endpoint, 1, &[]);
+        client.expect_exit(0, SOON);
+    }
+    assert!(
+        server.log_lines("refused").is_empty(),
+        "{:#?}",
+        server.stderr()
+    );
+}
+
+/// A list of no one (only blanks and commas) is a mistake, not a list
+/// that lets everyone in: exit code 2 and one line, from the command line
+/// and from the environment. An empty value stays "not set".
+#[test]
+fn an_allow_list_of_no_address_is_a_usage_error() {
+    let bind = ["--bind", "tcp://127.0.0.1:*"];
+    for value in [" , ", ",", " "] {
+        usage_error(
+            SERVER,
+            &[&bind[..], &["--allow", value]].concat(),
+            &[],
+            &["--allow", "lists no address"],
+        );
+        usage_error(
+            SERVER,
+            &bind,
+            &[("ALLOW", value)],
+            &["--allow", "lists no address"],
+        );
+    }
+    usage_error(
+        BROKER,
+        &[
+            "--frontend",
+            "tcp://127.0.0.1:*",
+            "--backend",
+            "tcp://127.0.0.1:*",
+            "--allow",
+            " , ",
+        ],
+        &[],
+        &["--allow", "lists no address"],
+    );
+}
