@@ -115,7 +115,9 @@ pub fn run(role: &str, args: &ClientArgs, shutdown: &Shutdown) -> anyhow::Result
             Ok(Outcome::Stopped) => break Ok(()),
             Err(error) => break Err(error),
         }
-        if !interval.is_zero() && !shutdown.sleep(interval) {
+        // The pause is between requests: none after the last one.
+        let last = args.count > 0 && seq == args.count;
+        if !last && !interval.is_zero() && !shutdown.sleep(interval) {
             break Ok(());
         }
     };

@@ -194,6 +194,58 @@ fn plain_credentials_right_wrong_and_missing_from_our_client() {
     assert!(!why.is_empty(), "{:#?}", client.stderr());
 }
 
+/// One rule for a password, on both sides: a line's end (`\n` or `\r\n`)
+/// is not part of it, and nothing else is removed. So `alice:secret ` in
+/// the users file is the password `secret ` with its space: a password
+/// file holding `secret ` logs in, as pyzmq does when given `secret `, and
+/// `secret` alone is a wrong password.
+#[test]
+fn a_password_ending_in_a_space_logs_in_on_both_sides() {
+    let dir = TempDir::new("plain-space");
+    let users = dir.file("users.txt", "alice:secret \r\nbob: two words\n");
+    let (server, endpoint) = start_server(&["--plain-users", &users]);
+
+    for (user, file, admitted) in [
+        ("alice", "secret \n", true),
+        ("alice", "secret ", true),
+        ("alice", "secret \r\n", true),
+        ("bob", " two words\n", true),
+        ("alice", "secret\n", false),
+        ("bob", "two words\n", false),
+    ] {
+        let password = dir.file("password", file);
+        let mut client = our_client(
+            &endpoint,
+            1,
+            &["--plain-user", user, "--plain-password-file", &password],
+        );
+        let status = client.wait_exit(SOON).expect("the client ends");
+        assert_eq!(
+            status.code(),
+            Some(if admitted { 0 } else { 1 }),
+            "{user} with a password file holding {file:?}: {:#?}",
+            client.stderr()
+        );
+    }
+    server.wait_log_count(r#"request b"Hello""#, 4, SOON);
+    let wrong = server.log_lines("wrong password");
+    assert!(
+        wrong.iter().any(|l| l.contains(r#"PLAIN user "alice""#))
+            && wrong.iter().any(|l| l.contains(r#"PLAIN user "bob""#)),
+        "{wrong:#?}"
+    );
+
+    let Some(python) = pyzmq() else { return };
+    py_served(&python, &endpoint, 1, &["--plain", "alice", "secret "]);
+    let _refused = py_refused(
+        &python,
+        &endpoint,
+        &["--plain", "alice", "secret"],
+        "handshake failed: auth 400",
+    );
+    assert_eq!(server.log_lines(r#"request b"Hello""#).len(), 5);
+}
+
 #[test]
 fn the_address_is_checked_before_the_password() {
     let Some(python) = pyzmq() else { return };
@@ -421,6 +473,29 @@ fn bad_security_options_are_one_line_and_exit_2() {
         &["malformed.txt", "line 3"],
     );
     assert!(!said.contains("hunter2"), "a password was echoed: {said}");
+    // Nothing is trimmed: a user name with a space, or an empty password,
+    // would be a user nobody can log in as.
+    for (file, text, says) in [
+        (
+            "spaced.txt",
+            "alice :secret\n",
+            "line 1: the user name 'alice '",
+        ),
+        (
+            "empty.txt",
+            "alice:secret\nguest:\n",
+            "line 2: the password",
+        ),
+    ] {
+        let users = dir.file(file, text);
+        let said = usage_error(
+            SERVER,
+            &[&bind[..], &["--plain-users", &users]].concat(),
+            &[],
+            &[file, says],
+        );
+        assert!(!said.contains("secret"), "a password was echoed: {said}");
+    }
 
     let users = dir.file("users.txt", USERS);
     let key = dir.file("server.key", "a".repeat(40));
@@ -509,4 +584,70 @@ fn allow_comes_from_the_environment_too() {
     let mut outside = our_client(&from_127_0_0_2(&endpoint), 1, &[]);
     outside.expect_exit(1, SOON);
     server.wait_log("REP: refused 127.0.0.2", SOON);
+}
+
+/// An IPv4 address written in its IPv4-mapped IPv6 form, as libzmq shows
+/// an IPv4 peer of an IPv6 socket, is that IPv4 address: a single one
+/// (`::ffff:127.0.0.1`) or a block (`::ffff:127.0.0.0/104`, 127.0.0.0/8).
+#[test]
+fn allow_takes_ipv4_addresses_in_their_ipv6_mapped_form() {
+    let (server, endpoint) = start_server(&["--allow", "::ffff:127.0.0.1"]);
+    let who = server.wait_log("who may join", SOON);
+    assert!(who.ends_with("from 127.0.0.1/32"), "{who}");
+    let mut inside = our_client(&endpoint, 1, &[]);
+    inside.expect_exit(0, SOON);
+    let mut outside = our_client(&from_127_0_0_2(&endpoint), 1, &[]);
+    outside.expect_exit(1, SOON);
+    server.wait_log(
+        "REP: refused 127.0.0.2: address not in --allow (127.0.0.1/32)",
+        SOON,
+    );
+
+    let (server, endpoint) = start_server(&["--allow", "::ffff:127.0.0.0/104"]);
+    let who = server.wait_log("who may join", SOON);
+    assert!(who.ends_with("from 127.0.0.0/8"), "{who}");
+    for endpoint in [endpoint.clone(), from_127_0_0_2(&endpoint)] {
+        let mut client = our_client(&endpoint, 1, &[]);
+        client.expect_exit(0, SOON);
+    }
+    assert!(
+        server.log_lines("refused").is_empty(),
+        "{:#?}",
+        server.stderr()
+    );
+}
+
+/// A list of no one (only blanks and commas) is a mistake, not a list
+/// that lets everyone in: exit code 2 and one line, from the command line
+/// and from the environment. An empty value stays "not set".
+#[test]
+fn an_allow_list_of_no_address_is_a_usage_error() {
+    let bind = ["--bind", "tcp://127.0.0.1:*"];
+    for value in [" , ", ",", " "] {
+        usage_error(
+            SERVER,
+            &[&bind[..], &["--allow", value]].concat(),
+            &[],
+            &["--allow", "lists no address"],
+        );
+        usage_error(
+            SERVER,
+            &bind,
+            &[("ALLOW", value)],
+            &["--allow", "lists no address"],
+        );
+    }
+    usage_error(
+        BROKER,
+        &[
+            "--frontend",
+            "tcp://127.0.0.1:*",
+            "--backend",
+            "tcp://127.0.0.1:*",
+            "--allow",
+            " , ",
+        ],
+        &[],
+        &["--allow", "lists no address"],
+    );
 }

@@ -211,3 +211,27 @@ fn defect_9_summaries_count_in_the_singular_and_skip_an_empty_average() {
     assert!(!summary.contains("avg"), "{summary}");
     assert!(summary.contains("no round trips"), "{summary}");
 }
+
+/// `--count N` ends with its Nth reply: the pause of `--interval-ms` is
+/// between requests, not after the last one. Measured without a clock:
+/// the pause asked for is ten minutes, the test waits at most 10 s for
+/// the exit, so a client that still pauses after its reply fails here
+/// whatever the machine's load.
+#[test]
+fn a_counted_client_ends_at_its_last_reply_without_a_last_pause() {
+    let (server, endpoint) = start_server(&[]);
+    let mut client = Proc::start(
+        CLIENT,
+        &[
+            "--connect",
+            &endpoint,
+            "--count",
+            "1",
+            "--interval-ms",
+            "600000",
+        ],
+    );
+    client.expect_exit(0, SOON);
+    assert_eq!(reply_lines(&client).len(), 1);
+    server.wait_log(r#"request b"Hello""#, SOON);
+}

@@ -330,3 +330,84 @@ fn a_busy_or_malformed_http_address_is_a_usage_error() {
         );
     }
 }
+
+/// Past its threads and its queue the page refuses a request at once, and
+/// the refusal arrives whole: a 503, then an orderly end of the
+/// connection, never a reset. Each client writes its whole request as soon
+/// as it is connected, as Python's http.client does, while the broker is
+/// stopped (SIGSTOP): every request is then already waiting in the kernel
+/// when the server accepts its connection and refuses it, the case in
+/// which closing at once, with the request unread, resets the connection.
+#[test]
+fn a_refused_request_gets_a_whole_503_and_an_orderly_end() {
+    use zmq_reqrep::plumbing::http::{HANDLERS, QUEUED};
+    let (mut broker, _frontend, _backend) = start_broker("lb", &["--http", "127.0.0.1:0"]);
+    let page = wait_page(&broker);
+    // Connections that send nothing hold every thread and fill the queue,
+    // for READ_DEADLINE (2 s) from their arrival.
+    let _held: Vec<TcpStream> = (0..HANDLERS + QUEUED)
+        .map(|_| TcpStream::connect(&page).unwrap())
+        .collect();
+    broker.signal(libc::SIGSTOP);
+    wait_stopped(broker.pid());
+    let request =
+        format!("GET /stats HTTP/1.1\r\nHost: {page}\r\nAccept-Encoding: identity\r\n\r\n");
+    let clients: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut stream = TcpStream::connect(&page).unwrap();
+            stream.set_read_timeout(Some(SOON)).unwrap();
+            stream.write_all(request.as_bytes()).unwrap();
+            stream
+        })
+        .collect();
+    broker.signal(libc::SIGCONT);
+    let mut statuses = Vec::new();
+    for (i, mut stream) in clients.into_iter().enumerate() {
+        let mut bytes = Vec::new();
+        let end = stream.read_to_end(&mut bytes);
+        let answer = parse(&bytes);
+        statuses.push(answer.status);
+        if answer.status != 503 {
+            continue;
+        }
+        assert_eq!(answer.body, b"busy: try again later\n", "client {i}");
+        assert!(
+            end.is_ok(),
+            "client {i}: a 503, then {end:?} instead of the end of the connection"
+        );
+    }
+    // Every connection beyond the threads and the queue is refused. Should
+    // a thread take its first held connection late, as many later ones may
+    // still find room in the queue (at most HANDLERS): they are answered
+    // once a held connection's 2 s are up, and are not this test's subject.
+    assert!(
+        statuses.iter().filter(|s| **s == 503).count() >= 8 - HANDLERS,
+        "{statuses:?}"
+    );
+}
+
+/// Waits (at most 10 s) until every thread of process `pid` is stopped:
+/// SIGSTOP is delivered after `kill` returns.
+fn wait_stopped(pid: u32) {
+    let deadline = Instant::now() + SOON;
+    let all_stopped = || {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads");
+        tasks.flatten().all(|task| {
+            // "pid (name) STATE ...": the state follows the last ')'.
+            std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+                stat.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('T')
+            })
+        })
+    };
+    while !all_stopped() {
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} not stopped within {SOON:?}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -40,6 +40,86 @@ fn defect_5_the_reply_sent_just_before_a_crash_always_arrives() {
     );
 }
 
+/// Issue 20, defect 5: the same crash, and the Lazy Pirate client
+/// (`reqrep_client --timeout-ms 5000 --retries 0`) must get the reply too.
+///
+/// The server's side is sound (the test above, and a plain pyzmq REQ: no
+/// loss in 100 runs of the issue's recipe). The reply is lost inside the
+/// client: with ZMQ_IMMEDIATE, libzmq 4.3 answers a connection's end by
+/// terminating its pipe at once (`session_base.cpp`, `reconnect`;
+/// `socket_base.cpp`, `hiccuped`), and a reply still unread in that pipe
+/// is thrown away. That happens when the client finds the reply and the
+/// end of the connection waiting together, as it does here: it is stopped
+/// (SIGSTOP) while the server works, replies and exits, and continued
+/// afterwards. On a busy machine, a client descheduled at the wrong moment
+/// finds them so too (1 to 4 in 30 runs of the issue's recipe).
+///
+/// Ignored until the client stops using ZMQ_IMMEDIATE (src/lazy_pirate.rs,
+/// redesigned for issue 20's defect 3): run it with
+/// `cargo test --test server_faults -- --ignored`.
+#[test]
+#[ignore = "fails until src/lazy_pirate.rs stops using ZMQ_IMMEDIATE (issue 20, defect 5)"]
+fn the_lazy_pirate_client_gets_the_reply_sent_just_before_a_crash() {
+    const RUNS: usize = 3;
+    let mut lost = Vec::new();
+    for run in 1..=RUNS {
+        let (mut server, endpoint) = start_server(&["--crash-after", "1", "--work-ms", "1000"]);
+        let mut client = Proc::start(
+            CLIENT,
+            &[
+                "--connect",
+                &endpoint,
+                "--count",
+                "1",
+                "--timeout-ms",
+                "5000",
+                "--retries",
+                "0",
+            ],
+        );
+        server.wait_log(r#"request b"Hello""#, SOON);
+        client.signal(libc::SIGSTOP);
+        wait_stopped(client.pid());
+        // The reply leaves, the server exits: meanwhile the client sleeps.
+        server.expect_exit(3, SOON);
+        client.signal(libc::SIGCONT);
+        match client.wait_exit(SOON) {
+            Some(status) if status.success() && reply_lines(&client).len() == 1 => {}
+            other => lost.push((run, other.and_then(|status| status.code()))),
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "replies lost in runs (run, client exit code; None: still running) {lost:?}"
+    );
+}
+
+/// Waits (at most 10 s) until every thread of process `pid` is stopped:
+/// SIGSTOP is delivered after `kill` returns.
+fn wait_stopped(pid: u32) {
+    let deadline = Instant::now() + SOON;
+    let all_stopped = || {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads");
+        tasks.flatten().all(|task| {
+            // "pid (name) STATE ...": the state follows the last ')'.
+            std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+                stat.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('T')
+            })
+        })
+    };
+    while !all_stopped() {
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} not stopped within {SOON:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn defect_9_a_stop_in_the_middle_of_a_request_sends_no_reply() {
     let (mut server, endpoint) = start_server(&["--work-ms", "5000"]);

@@ -12,6 +12,7 @@
 //! |---|---|---|
 //! | threads | 1 accepting, [`HANDLERS`] answering | connections wait in a queue |
 //! | connections waiting for a thread | [`QUEUED`] | `503 Service Unavailable` at once |
+//! | refused connections being closed (below) | [`QUEUED`], each for at most `DRAIN_TIME` | closed at once |
 //! | request head (request line and headers) | [`MAX_HEAD`] bytes, [`MAX_HEADERS`] headers | `431 Request Header Fields Too Large` |
 //! | time to send the head, from the connection's arrival | [`READ_DEADLINE`] | `408 Request Timeout` |
 //! | request body | never read (GET and HEAD have none) | |
@@ -22,6 +23,18 @@
 //! of text saying why. The parsing is httparse's (the parser under hyper):
 //! this module only reads, bounds, routes and answers.
 //!
+//! An answer is not closed under the client's feet: closing a socket that
+//! still holds unread bytes (the request) makes the kernel send a reset,
+//! which a client may get instead of the answer (some TCP stacks throw
+//! away what was not read yet) or right after it (Linux). So after
+//! answering a request it has read, and after a 503, the server shuts
+//! down its side (the client reads the answer, then the end), and reads
+//! and throws away what the client still sends until the client closes,
+//! bounded in bytes and time. (A client too slow to send its head, answered
+//! 408, is not waited for again.) A 503 is written by the accepting
+//! thread, which must not wait: its connection is then drained by one
+//! more thread, which holds at most [`QUEUED`] of them.
+//!
 //! Every answer carries a Content-Security-Policy that lets a page load
 //! nothing from anywhere: its inline script may only fetch from this same
 //! server. A page that works here needs no network at all.
@@ -30,7 +43,7 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown as Direction, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -51,13 +64,15 @@ pub const MAX_HEADERS: usize = 32;
 pub const READ_DEADLINE: Duration = Duration::from_secs(2);
 /// Time a client has to take in the answer.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
-/// After answering a request that was read, what is still read (and
-/// thrown away) before closing: closing a socket with unread bytes makes
-/// the kernel reset the connection, and some TCP stacks discard an answer
-/// not yet read by the client when the reset arrives (a 431 to a client
-/// still sending its oversized head).
+/// After answering, what is still read (and thrown away) before closing:
+/// closing a socket with unread bytes makes the kernel reset the
+/// connection, and some TCP stacks discard an answer not yet read by the
+/// client when the reset arrives (a 431 to a client still sending its
+/// oversized head, a 503 to a client whose request came after it).
 const DRAIN_BYTES: usize = 256 * 1024;
 const DRAIN_TIME: Duration = Duration::from_secs(1);
+/// How often the draining thread looks at the refused connections it holds.
+const DRAIN_TICK: Duration = Duration::from_millis(10);
 
 /// What a path serves.
 #[derive(Debug, Clone)]
@@ -102,11 +117,18 @@ impl Server {
                 .name(format!("http-{i}"))
                 .spawn(move || handle_queue(&waiting, &site))?;
         }
+        let refused = Refused::default();
+        {
+            let refused = refused.clone();
+            thread::Builder::new()
+                .name("http-refused".into())
+                .spawn(move || refused.drain())?;
+        }
         let acceptor = {
             let stop = Arc::clone(&stop);
             thread::Builder::new()
                 .name("http-accept".into())
-                .spawn(move || accept(&listener, &queue, &stop))?
+                .spawn(move || accept(&listener, &queue, &refused, &stop))?
         };
         Ok(Server {
             address,
@@ -145,12 +167,18 @@ impl Drop for Server {
 /// A connection, and when it was accepted.
 type Arrival = (TcpStream, Instant);
 
-fn accept(listener: &TcpListener, queue: &SyncSender<Arrival>, stop: &AtomicBool) {
+fn accept(
+    listener: &TcpListener,
+    queue: &SyncSender<Arrival>,
+    refused: &Refused,
+    stop: &AtomicBool,
+) {
     loop {
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
             Err(error) => {
                 if stop.load(Ordering::SeqCst) {
+                    refused.stop();
                     return;
                 }
                 // Out of descriptors, most likely: let some close.
@@ -160,23 +188,131 @@ fn accept(listener: &TcpListener, queue: &SyncSender<Arrival>, stop: &AtomicBool
             }
         };
         if stop.load(Ordering::SeqCst) {
+            refused.stop();
             return;
         }
         match queue.try_send((stream, Instant::now())) {
             Ok(()) => {}
-            Err(TrySendError::Full((stream, _))) => busy(stream),
-            Err(TrySendError::Disconnected(_)) => return,
+            Err(TrySendError::Full((stream, _))) => refused.add(busy(stream)),
+            Err(TrySendError::Disconnected(_)) => {
+                refused.stop();
+                return;
+            }
         }
     }
 }
 
-/// Every thread is busy and the queue is full: says so without waiting.
-fn busy(mut stream: TcpStream) {
+/// Every thread is busy and the queue is full: says so without waiting,
+/// and shuts down the sending side; the connection is then to be drained.
+fn busy(mut stream: TcpStream) -> TcpStream {
+    const WHY: &[u8] = b"busy: try again later\n";
+    let mut answer = head(503, "text/plain; charset=utf-8", WHY.len(), &[]);
+    answer.extend_from_slice(WHY);
     // A fresh connection's send buffer is empty: this short write does
     // not block, and if it cannot be done at once it is not done at all.
     let _ = stream.set_nonblocking(true);
-    let _ = stream.write_all(&head(503, "text/plain; charset=utf-8", 22, &[]));
-    let _ = stream.write_all(b"busy: try again later\n");
+    let _ = stream.write_all(&answer);
+    let _ = stream.shutdown(Direction::Write);
+    stream
+}
+
+/// The refused connections (503) being drained before they close, shared
+/// by the accepting thread, which adds them, and the draining thread.
+#[derive(Clone, Default)]
+struct Refused(Arc<(Mutex<RefusedState>, Condvar)>);
+
+#[derive(Default)]
+struct RefusedState {
+    /// Handed over, not yet taken by the draining thread.
+    new: Vec<TcpStream>,
+    /// Held by either thread: at most [`QUEUED`].
+    held: usize,
+    stopped: bool,
+}
+
+impl Refused {
+    /// Hands a refused connection (already answered, shut down for
+    /// writing, non-blocking) to the draining thread; or, if that thread
+    /// holds [`QUEUED`] already, closes it at once.
+    fn add(&self, stream: TcpStream) {
+        let (state, wake) = &*self.0;
+        let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.held < QUEUED {
+            state.held += 1;
+            state.new.push(stream);
+            wake.notify_one();
+        }
+    }
+
+    /// Lets the draining thread end once it holds nothing more.
+    fn stop(&self) {
+        let (state, wake) = &*self.0;
+        state.lock().unwrap_or_else(|p| p.into_inner()).stopped = true;
+        wake.notify_one();
+    }
+
+    /// The draining thread: reads and throws away what each refused client
+    /// still sends, and closes its connection once the client has closed
+    /// its side, sent [`DRAIN_BYTES`], or had [`DRAIN_TIME`].
+    fn drain(&self) {
+        let (state, wake) = &*self.0;
+        let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut draining: Vec<Draining> = Vec::new();
+        let mut sink = [0u8; 4096];
+        loop {
+            {
+                // Nothing to drain: sleep until a connection is handed over.
+                let mut state = lock();
+                while draining.is_empty() && state.new.is_empty() {
+                    if state.stopped {
+                        return;
+                    }
+                    state = wake.wait(state).unwrap_or_else(|p| p.into_inner());
+                }
+                let until = Instant::now() + DRAIN_TIME;
+                draining.extend(state.new.drain(..).map(|stream| Draining {
+                    stream,
+                    until,
+                    read: 0,
+                }));
+            }
+            let before = draining.len();
+            draining.retain_mut(|connection| connection.goes_on(&mut sink));
+            let closed = before - draining.len();
+            if closed > 0 {
+                lock().held -= closed;
+            }
+            if !draining.is_empty() {
+                thread::sleep(DRAIN_TICK);
+            }
+        }
+    }
+}
+
+/// A refused connection being drained; dropping it closes it.
+struct Draining {
+    stream: TcpStream,
+    until: Instant,
+    read: usize,
+}
+
+impl Draining {
+    /// Reads what the client has sent so far; `false` once the connection
+    /// may be closed.
+    fn goes_on(&mut self, sink: &mut [u8]) -> bool {
+        loop {
+            if self.read >= DRAIN_BYTES || Instant::now() >= self.until {
+                return false;
+            }
+            match self.stream.read(sink) {
+                Ok(0) => return false, // the client has closed its side
+                Ok(n) => self.read += n,
+                Err(error) if error.kind() == ErrorKind::WouldBlock => return true,
+                Err(error) if error.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => return false,
+            }
+        }
+    }
 }
 
 fn handle_queue(waiting: &Mutex<Receiver<Arrival>>, site: &Site) {

@@ -7,7 +7,11 @@
 //!
 //! The ZAP handler gets the peer's address from libzmq as text (`10.1.2.3`,
 //! `::1`). An IPv4 peer of an IPv6 socket shows as `::ffff:10.1.2.3`; it is
-//! matched against the IPv4 blocks, as the address it really is.
+//! matched against the IPv4 blocks, as the address it really is. A block
+//! written in that IPv4-mapped form, within `::ffff:0:0/96`, is the IPv4
+//! block it stands for: `::ffff:127.0.0.1` is `127.0.0.1/32`, and
+//! `::ffff:127.0.0.0/104` is `127.0.0.0/8`. A wider IPv6 block (`::/0`)
+//! matches IPv6 peers only.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -65,7 +69,6 @@ pub fn parse_net(text: &str) -> Result<Net, String> {
             }
         },
     };
-    let net = Net { address, prefix };
     let base = network_of(address, prefix);
     if base != address {
         return Err(format!(
@@ -73,7 +76,14 @@ pub fn parse_net(text: &str) -> Result<Net, String> {
             base
         ));
     }
-    Ok(net)
+    // Peers are matched as what they are (`unmapped`): so are blocks.
+    Ok(match unmapped(address) {
+        IpAddr::V4(v4) if address.is_ipv6() && prefix >= 96 => Net {
+            address: IpAddr::V4(v4),
+            prefix: prefix - 96,
+        },
+        _ => Net { address, prefix },
+    })
 }
 
 /// The address libzmq reports for a peer (ZAP's Address field), as an IP
@@ -161,6 +171,34 @@ mod tests {
         assert_eq!(parse_peer("fe80::1%eth0"), Some(ip("fe80::1")));
         assert_eq!(parse_peer(""), None);
         assert_eq!(parse_peer(":1000:1000:42"), None);
+    }
+
+    #[test]
+    fn ipv4_mapped_blocks_are_the_ipv4_blocks_they_stand_for() {
+        for (block, same) in [
+            ("::ffff:127.0.0.1", "127.0.0.1/32"),
+            ("::ffff:127.0.0.0/104", "127.0.0.0/8"),
+            ("::ffff:0:0/96", "0.0.0.0/0"),
+            ("::FFFF:10.0.0.0/104", "10.0.0.0/8"),
+        ] {
+            assert_eq!(parse_net(block).unwrap().to_string(), same, "{block}");
+        }
+        let loopback = parse_net("::ffff:127.0.0.0/104").unwrap();
+        assert!(loopback.contains(ip("127.0.0.1")));
+        assert!(loopback.contains(parse_peer("::ffff:127.9.9.9").unwrap()));
+        assert!(!loopback.contains(ip("10.0.0.1")));
+        assert!(
+            parse_net("::ffff:127.0.0.1")
+                .unwrap()
+                .contains(ip("127.0.0.1"))
+        );
+        // Only blocks within the mapped range: a wider one stays IPv6.
+        for wider in ["::/0", "::fffe:0:0/95"] {
+            let net = parse_net(wider).unwrap();
+            assert_eq!(net.to_string(), wider);
+            assert!(!net.contains(ip("127.0.0.1")), "{wider}");
+        }
+        assert!(parse_net("::ffff:127.0.0.1/104").is_err());
     }
 
     #[test]

@@ -160,6 +160,17 @@ fn load(args: &ServerSecurityArgs) -> Result<Option<Loaded>, UsageError> {
         .filter(|entry| !entry.is_empty())
         .map(|entry| allow::parse_net(entry).map_err(|why| usage("--allow", entry, why)))
         .collect::<Result<Vec<_>, _>>()?;
+    // An empty value (`ALLOW=`) is no list at all; a value with nothing but
+    // blanks and commas in it is a list of no one, which would otherwise
+    // let everyone in.
+    let written = args.allow.join(",");
+    if allow.is_empty() && !written.is_empty() {
+        return Err(usage(
+            "--allow",
+            written,
+            "it lists no address; to let any address in, leave --allow out (or ALLOW empty)",
+        ));
+    }
     let plain_users = given(args.plain_users.as_deref());
     let secret_file = given(args.curve_secret_key_file.as_deref());
     let clients_file = given(args.curve_clients.as_deref());

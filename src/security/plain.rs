@@ -14,11 +14,21 @@
 //! ```
 //!
 //! one `user:password` per line, split at the first `:` (so a password may
-//! contain `:`, a user name may not); blank lines and lines starting with
-//! `#` are skipped. A client reads its password from a file too
-//! (`--plain-password-file`, the first line), because a command line is
-//! visible to every user of the machine (`ps`), and because that is how
-//! Docker secrets arrive: as files.
+//! contain `:`, a user name may not); blank lines and comment lines (`#`
+//! first, after any spaces) are skipped. A client reads its password from a
+//! file too (`--plain-password-file`, the first line), because a command
+//! line is visible to every user of the machine (`ps`), and because that
+//! is how Docker secrets arrive: as files.
+//!
+//! Both sides read a password by one rule (`file_lines`): a line's end
+//! (`\n`, or `\r\n` from a Windows editor) is not part of the password, and
+//! nothing else is removed. `alice:secret ` in the users file and `secret `
+//! in the password file are the same password, `secret` with its space;
+//! `secret` without it is another one. Two things the rule would turn into
+//! a user nobody can be are refused when the server starts, naming the
+//! line: a user name that starts or ends with a space or tab
+//! (`alice :secret`, an indented line), and an empty password (`guest:`:
+//! libzmq cannot send one, it takes 1 to 255 bytes).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -61,9 +71,11 @@ impl Users {
 
     fn parse(text: &str) -> Result<Users, String> {
         let mut users = HashMap::new();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
+        for (i, line) in file_lines(text).enumerate() {
+            // Blank lines and comments hold no password: blanks around
+            // them do not matter.
+            let content = line.trim_start();
+            if content.is_empty() || content.starts_with('#') {
                 continue;
             }
             let number = i + 1;
@@ -75,6 +87,19 @@ impl Users {
             };
             if user.is_empty() {
                 return Err(format!("line {number}: the user name before ':' is empty"));
+            }
+            if user.trim() != user {
+                return Err(format!(
+                    "line {number}: the user name '{}' starts or ends with a space or tab; \
+                     nothing is trimmed from a line",
+                    user.escape_debug()
+                ));
+            }
+            if password.is_empty() {
+                return Err(format!(
+                    "line {number}: the password after ':' is empty, and libzmq cannot \
+                     send an empty one"
+                ));
             }
             if user.len() > MAX_BYTES || password.len() > MAX_BYTES {
                 return Err(format!(
@@ -128,10 +153,18 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     difference == 0
 }
 
-/// Reads a client's password file: its first line, without the line end.
+/// The lines of a users file or a password file, each without its line
+/// end (`\n` or `\r\n`), and with nothing else removed: the one rule by
+/// which both sides read a password (see the module header).
+fn file_lines(text: &str) -> std::str::Lines<'_> {
+    text.lines()
+}
+
+/// Reads a client's password file: its first line, without the line end
+/// and with nothing else removed ([`file_lines`]).
 pub fn read_password(option: &'static str, path: &Path) -> Result<String, UsageError> {
     let text = read_text(option, path)?;
-    let password = text.lines().next().unwrap_or("");
+    let password = file_lines(&text).next().unwrap_or("");
     if password.is_empty() {
         return Err(file_usage(
             option,
@@ -155,7 +188,8 @@ mod tests {
 
     #[test]
     fn users_files_take_comments_blank_lines_and_colons_in_passwords() {
-        let users = Users::parse("# team\nalice:secret\n\n  bob:pa:ss  \r\n").unwrap();
+        let users =
+            Users::parse("# team\nalice:secret\n\n  \t\n  # indented\nbob:pa:ss\r\n").unwrap();
         assert_eq!(users.len(), 2);
         assert_eq!(users.check(b"alice", b"secret"), Check::Admitted);
         assert_eq!(users.check(b"bob", b"pa:ss"), Check::Admitted);
@@ -164,11 +198,23 @@ mod tests {
         assert_eq!(users.check(b"alice", b""), Check::WrongPassword);
         assert_eq!(users.check(b"eve", b"secret"), Check::UnknownUser);
         assert_eq!(users.check(b"\xff", b"secret"), Check::UnknownUser);
-        // An empty password is a password.
-        let users = Users::parse("guest:").unwrap();
-        assert_eq!(users.check(b"guest", b""), Check::Admitted);
     }
 
+    #[test]
+    fn a_password_loses_its_line_end_and_nothing_else_on_both_sides() {
+        let users = Users::parse("alice:secret \ncarol:\tx\t\r\n").unwrap();
+        assert_eq!(users.check(b"alice", b"secret "), Check::Admitted);
+        assert_eq!(users.check(b"alice", b"secret"), Check::WrongPassword);
+        assert_eq!(users.check(b"carol", b"\tx\t"), Check::Admitted);
+        for (file, password) in [
+            ("secret \n", "secret "),
+            ("secret ", "secret "),
+            (" secret\r\n", " secret"),
+            ("secret\nsecond line\n", "secret"),
+        ] {
+            assert_eq!(file_lines(file).next(), Some(password), "{file:?}");
+        }
+    }
     #[test]
     fn malformed_users_files_name_the_line_and_never_the_password() {
         let cases = [
@@ -176,6 +222,18 @@ mod tests {
             (":secret\n", "line 1: the user name before ':' is empty"),
             ("a:1\na:2\n", "line 2: user 'a' appears twice"),
             ("# nobody\n\n", "no user:password line"),
+            (
+                "alice :secret\n",
+                "line 1: the user name 'alice ' starts or ends with",
+            ),
+            (
+                "  alice:secret\n",
+                "line 1: the user name '  alice' starts or ends with",
+            ),
+            (
+                "alice:secret\nguest:\n",
+                "line 2: the password after ':' is empty",
+            ),
         ];
         for (text, expected) in cases {
             let error = Users::parse(text).expect_err(text);
