@@ -376,8 +376,9 @@ fn describe_command(command: &Command) -> String {
         }
     }
     let header = header_len(&command.wire);
-    let total = header as u64 + command.size;
-    let _ = write!(text, "  [{}]", cut_hex(&command.wire, total as usize));
+    let total = (header as u64).saturating_add(command.size);
+    let total = usize::try_from(total).unwrap_or(usize::MAX);
+    let _ = write!(text, "  [{}]", cut_hex(&command.wire, total));
     text
 }
 
@@ -401,7 +402,7 @@ fn message(frames: &[Frame]) -> String {
             text.push_str("LONG, ");
         }
         let wire = frame.wire();
-        let total = frame.header.len() as u64 + frame.size;
+        let total = (frame.header.len() as u64).saturating_add(frame.size);
         let _ = write!(
             text,
             "{}: {})",
