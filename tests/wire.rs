@@ -610,18 +610,21 @@ fn bad_command_lines_get_one_line_and_exit_2() {
 
 // --- the decoder alone ------------------------------------------------------------
 
+/// What a [`Recorder`] saw: who sent which bytes, in order.
+type Log = Arc<Mutex<Vec<(Side, Vec<u8>)>>>;
+
 /// A TCP forwarder of the test's own that records what passes, in the order
 /// it passes: the raw material of the decoder's tests.
 struct Recorder {
     address: String,
-    log: Arc<Mutex<Vec<(Side, Vec<u8>)>>>,
+    log: Log,
 }
 
 impl Recorder {
     fn new(to: String) -> Recorder {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = format!("tcp://{}", listener.local_addr().unwrap());
-        let log: Arc<Mutex<Vec<(Side, Vec<u8>)>>> = Arc::default();
+        let log: Log = Arc::default();
         let shared = Arc::clone(&log);
         thread::spawn(move || {
             let Ok((client, _)) = listener.accept() else {
