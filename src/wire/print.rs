@@ -71,9 +71,54 @@ pub enum Report {
     Close {
         /// The connection's number.
         conn: u64,
-        /// Why, in a few words: `the client hung up`.
-        why: String,
+        /// Why.
+        why: Closed,
     },
+}
+
+/// Why a connection ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// That side closed its connection.
+    HungUp(Side),
+    /// Reading from, or writing to, that side failed: the error.
+    Failed(Side, String),
+    /// The relay was asked to stop.
+    Stopped,
+    /// The server could not be reached for a new client.
+    Unreachable {
+        /// The server's address, as given.
+        to: String,
+        /// The client's address.
+        client: String,
+        /// Why it could not be reached.
+        error: String,
+    },
+    /// The process is out of file descriptors.
+    Descriptors,
+}
+
+impl Closed {
+    /// In words, calling the sides by `names`: `the worker hung up`.
+    pub fn text(&self, names: &[String; 2]) -> String {
+        let name = |side: &Side| match side {
+            Side::Client => &names[0],
+            Side::Server => &names[1],
+        };
+        match self {
+            Closed::HungUp(side) => format!("the {} hung up", name(side)),
+            Closed::Failed(side, error) => {
+                format!("the {}'s connection failed ({error})", name(side))
+            }
+            Closed::Stopped => "the relay stopped".into(),
+            Closed::Unreachable { to, client, error } => format!(
+                "the {} at {to} cannot be reached ({error}), so the {}'s connection from \
+                 {client} was closed; it will try again",
+                names[1], names[0]
+            ),
+            Closed::Descriptors => "out of file descriptors".into(),
+        }
+    }
 }
 
 /// How the lines look.
@@ -240,7 +285,7 @@ impl Lines {
                     }
                 }
                 if self.format.connections {
-                    lines.push(format!("#{conn} closed: {why}"));
+                    lines.push(format!("#{conn} closed: {}", why.text(&self.format.names)));
                 }
             }
             Report::Event { conn, from, event } => {
@@ -460,7 +505,8 @@ pub fn json(report: &Report) -> Option<Value> {
         Report::Close { conn, why } => {
             object.insert("conn".into(), json!(conn));
             object.insert("kind".into(), json!("close"));
-            object.insert("text".into(), json!(why));
+            let names = ["client".to_string(), "server".to_string()];
+            object.insert("text".into(), json!(why.text(&names)));
         }
         Report::Event { conn, from, event } => {
             object.insert("conn".into(), json!(conn));

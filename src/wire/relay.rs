@@ -20,10 +20,10 @@ use std::net::{Shutdown as Close, SocketAddr, TcpListener, TcpStream, ToSocketAd
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::decoder::{Conversation, Side};
-use super::print::{Report, Reporter};
+use super::print::{Closed, Report, Reporter};
 use crate::plumbing::shutdown::{CHECK_INTERVAL_MS, Shutdown};
 
 /// How long the relay tries to reach the server for a new connection.
@@ -133,11 +133,11 @@ fn connection(
             let _ = client.shutdown(Close::Both);
             reporter.send(Report::Close {
                 conn,
-                why: format!(
-                    "the server at {to} cannot be reached ({}), so the client's connection from \
-                     {address} was closed; it will try again",
-                    error.to_string().to_lowercase()
-                ),
+                why: Closed::Unreachable {
+                    to: to.to_string(),
+                    client: address.to_string(),
+                    error: error.to_string().to_lowercase(),
+                },
             });
             return;
         }
@@ -151,7 +151,7 @@ fn connection(
     let (Ok(client_copy), Ok(server_copy)) = (client.try_clone(), server.try_clone()) else {
         reporter.send(Report::Close {
             conn,
-            why: "out of file descriptors".into(),
+            why: Closed::Descriptors,
         });
         return;
     };
@@ -175,7 +175,7 @@ fn connection(
             lock(live).remove(&conn);
             reporter.send(Report::Close {
                 conn,
-                why: "out of file descriptors".into(),
+                why: Closed::Descriptors,
             });
             return;
         }
@@ -192,18 +192,24 @@ fn connection(
             )
         });
         let forth = pump(conn, Side::Client, client, server, &conversation, reporter);
-        (forth, back.join().unwrap_or(Ending::Failed))
+        (forth, back.join().ok())
     });
     lock(live).remove(&conn);
-    let why = match (client_end, server_end) {
-        _ if shutdown.requested() => "the relay stopped".into(),
-        (Ending::HungUp(first), Ending::HungUp(second)) => {
-            let side = if first <= second { "client" } else { "server" };
-            format!("the {side} hung up")
-        }
-        (Ending::HungUp(_), _) => "the client hung up".into(),
-        (_, Ending::HungUp(_)) => "the server hung up".into(),
-        _ => "the connection failed or the relay stopped".into(),
+    // Whichever ended first says why the connection ended.
+    let first = match server_end {
+        Some(server_end) if server_end.at < client_end.at => server_end,
+        _ => client_end,
+    };
+    let why = match first {
+        _ if shutdown.requested() => Closed::Stopped,
+        Ending {
+            side, error: None, ..
+        } => Closed::HungUp(side),
+        Ending {
+            side,
+            error: Some(error),
+            ..
+        } => Closed::Failed(side, error),
     };
     reporter.send(Report::Close { conn, why });
 }
@@ -222,11 +228,14 @@ fn reach(to: &str) -> io::Result<TcpStream> {
 
 /// How one direction ended.
 #[derive(Debug)]
-enum Ending {
-    /// The sender closed its side, at this moment (to tell who was first).
-    HungUp(std::time::Instant),
-    /// A read or write failed, or the relay stopped.
-    Failed,
+struct Ending {
+    /// When.
+    at: Instant,
+    /// The side whose end it was: the sender, at the end of its stream or
+    /// when reading from it failed; the receiver, when writing to it did.
+    side: Side,
+    /// The failure, if it was one (`None`: an end of stream).
+    error: Option<String>,
 }
 
 /// Copies `from`'s bytes to `to` until `from` ends, decoding them after
@@ -241,26 +250,35 @@ fn pump(
 ) -> Ending {
     let mut buffer = vec![0; CHUNK];
     let mut report = |from: Side, event| reporter.send(Report::Event { conn, from, event });
-    loop {
+    let ending = loop {
         let n = match from.read(&mut buffer) {
             Ok(0) => {
                 lock(conversation).finish(side, &mut report);
                 // The other side reads the end of the stream in turn.
                 let _ = to.shutdown(Close::Write);
-                return Ending::HungUp(std::time::Instant::now());
+                return Ending {
+                    at: Instant::now(),
+                    side,
+                    error: None,
+                };
             }
             Ok(n) => n,
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
+            Err(error) => break (side, error),
         };
-        if to.write_all(&buffer[..n]).is_err() {
-            break;
+        if let Err(error) = to.write_all(&buffer[..n]) {
+            break (side.other(), error);
         }
         lock(conversation).feed(side, &buffer[..n], &mut report);
-    }
+    };
     let _ = from.shutdown(Close::Both);
     let _ = to.shutdown(Close::Both);
-    Ending::Failed
+    let (side, error) = ending;
+    Ending {
+        at: Instant::now(),
+        side,
+        error: Some(error.to_string().to_lowercase()),
+    }
 }
 
 /// `tcp://*:5555` as an address to bind: `0.0.0.0:5555` (`*` as the port:
