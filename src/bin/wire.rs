@@ -8,8 +8,8 @@
 //! prints, one line each, what passed:
 //!
 //! ```text
-//! #1 client > server  greeting  ZMTP 3.0, NULL, as-server 0  [ff 00 00 00 00 00 00 00 01 7f 03 00 4e 55 4c 4c ... 64 bytes]
-//! #1 client > server  READY  Socket-Type=REQ Identity=  [04 26 05 52 45 41 44 59 0b 53 6f 63 6b 65 74 2d ... 40 bytes]
+//! #1 client > server  greeting  ZMTP 3.1, NULL, as-server 0  [ff 00 00 00 00 00 00 00 01 7f 03 01 4e 55 4c 4c 00 00 00 00 00 00 00 00 00 ... 64 bytes]
+//! #1 client > server  READY  Socket-Type=REQ Identity=  [04 26 05 52 45 41 44 59 0b 53 6f 63 6b 65 74 2d 54 79 ... 40 bytes]
 //! #1 client > server  message  b"" (MORE, 0 bytes: 01 00) + b"Hello" (5 bytes: 00 05 48 65 6c 6c 6f)
 //! #1 server > client  message  b"" (MORE, 0 bytes: 01 00) + b"World" (5 bytes: 00 05 57 6f 72 6c 64)
 //! ```
@@ -29,8 +29,12 @@
 //! ```text
 //! cargo run --bin reqrep_server                                  # REP on 5555
 //! cargo run --bin wire -- --listen 'tcp://*:5554' --to tcp://localhost:5555
-//! cargo run --bin reqrep_client -- --connect tcp://localhost:5554 --count 3
+//! cargo run --bin reqrep_client -- --connect tcp://localhost:5554 --timeout-ms 0 --count 3
 //! ```
+//!
+//! (`--timeout-ms 0`: a plain REQ, as the course's Python client; the
+//! suite's client otherwise puts a request id of 4 bytes in front of each
+//! request, one frame more on the wire: see `src/lazy_pirate.rs`.)
 //!
 //! or in the exercises' containers, each with a second file that puts a
 //! relay in the way (the client's, and the workers', connections go through

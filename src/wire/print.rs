@@ -2,19 +2,21 @@
 //!
 //! The relay never formats or writes anything itself: it hands each event
 //! to a [`Reporter`], which puts it in a bounded queue and returns at once.
-//! A printer thread takes events from the queue, formats them and writes
-//! them out. When the queue is full (a terminal paused, a pipe nobody
-//! reads, far more traffic than anyone can read), the event is dropped and
-//! counted, never waited for: the bytes are relayed all the same, and the
-//! printer says how many events it lost.
+//! A printer thread takes events from the queue, formats them and hands the
+//! lines to the buffered output ([`crate::plumbing::output`], which never
+//! waits for a reader either: past 1 MiB unread, it drops lines and says so
+//! once they are read again). When the queue is full (more traffic than
+//! the printer can format), an event is dropped and counted, never waited
+//! for: the bytes are relayed all the same, and the printer says how many
+//! events it could not print.
 //!
 //! For people, one line per unit: a greeting, a command, a whole message
 //! (its frames joined by `+`, each with its flags, size and bytes on the
 //! wire), a note, a connection opening or closing:
 //!
 //! ```text
-//! #1 client > server  greeting  ZMTP 3.0, NULL, as-server 0  [ff 00 00 00 00 00 00 00 01 7f 03 00 4e 55 4c 4c ... 64 bytes]
-//! #1 client > server  READY  Socket-Type=REQ Identity=  [04 26 05 52 45 41 44 59 0b 53 6f 63 6b 65 74 2d ... 40 bytes]
+//! #1 client > server  greeting  ZMTP 3.1, NULL, as-server 0  [ff 00 00 00 00 00 00 00 01 7f 03 01 4e 55 4c 4c 00 00 00 00 00 00 00 00 00 ... 64 bytes]
+//! #1 client > server  READY  Socket-Type=REQ Identity=  [04 26 05 52 45 41 44 59 0b 53 6f 63 6b 65 74 2d 54 79 ... 40 bytes]
 //! #1 client > server  message  b"" (MORE, 0 bytes: 01 00) + b"Hello" (5 bytes: 00 05 48 65 6c 6c 6f)
 //! ```
 //!
@@ -45,6 +47,10 @@ pub const FRAMES_PER_LINE: usize = 16;
 /// Body bytes shown as a byte string, and as hex, on a human line.
 const SHOW_BODY: usize = 24;
 const SHOW_HEX: usize = 16;
+
+/// Greeting bytes shown as hex: the signature, the version and the start
+/// of the mechanism's name.
+const SHOW_GREETING: usize = 25;
 
 /// What the relay reports.
 #[derive(Debug)]
@@ -334,7 +340,7 @@ impl Lines {
     }
 }
 
-/// `ZMTP 3.0, NULL, as-server 0  [ff 00 ... 64 bytes]`
+/// `ZMTP 3.1, NULL, as-server 0  [ff 00 ... 64 bytes]`
 fn describe_greeting(greeting: &Greeting) -> String {
     let mut text = format!("ZMTP {}", greeting.version);
     if let Some(mechanism) = &greeting.mechanism {
@@ -349,7 +355,8 @@ fn describe_greeting(greeting: &Greeting) -> String {
     if greeting.version == "2.0" {
         text.push_str(" (no commands; the first message is the socket's identity)");
     }
-    let _ = write!(text, "  [{}]", cut_hex(&greeting.wire, greeting.wire.len()));
+    let wire = &greeting.wire;
+    let _ = write!(text, "  [{}]", cut_hex(wire, SHOW_GREETING, wire.len()));
     text
 }
 
@@ -423,7 +430,8 @@ fn describe_command(command: &Command) -> String {
     let header = header_len(&command.wire);
     let total = (header as u64).saturating_add(command.size);
     let total = usize::try_from(total).unwrap_or(usize::MAX);
-    let _ = write!(text, "  [{}]", cut_hex(&command.wire, total));
+    let shown = header + SHOW_HEX;
+    let _ = write!(text, "  [{}]", cut_hex(&command.wire, shown, total));
     text
 }
 
@@ -452,7 +460,11 @@ fn message(frames: &[Frame]) -> String {
             text,
             "{}: {})",
             Count::new(frame.size, "byte"),
-            cut_hex(&wire, usize::try_from(total).unwrap_or(usize::MAX))
+            cut_hex(
+                &wire,
+                frame.header.len() + SHOW_HEX,
+                usize::try_from(total).unwrap_or(usize::MAX)
+            )
         );
     }
     text
@@ -466,10 +478,10 @@ fn header_len(wire: &[u8]) -> usize {
     }
 }
 
-/// Hex of `bytes`, the first [`SHOW_HEX`] bytes past the header, with the
-/// total length when cut: `02 00 ... 41 41 ... 1009 bytes`.
-fn cut_hex(bytes: &[u8], total: usize) -> String {
-    let shown = (header_len(bytes) + SHOW_HEX).min(bytes.len());
+/// Hex of the first `shown` of `bytes`, with the total length when that
+/// is not all: `02 00 ... 41 41 ... 1009 bytes`.
+fn cut_hex(bytes: &[u8], shown: usize, total: usize) -> String {
+    let shown = shown.min(bytes.len());
     if shown >= total {
         spaced_hex(&bytes[..total.min(bytes.len())]).to_string()
     } else {
