@@ -35,7 +35,7 @@ RUN mkdir -p src/bin \
            deps/libzmq_reqrep* .fingerprint/zmq-reqrep-*
 
 COPY src ./src
-ARG ROLES="reqrep_server reqrep_client broker worker broker_client socket_pairs curve_keygen"
+ARG ROLES="reqrep_server reqrep_client broker worker broker_client socket_pairs curve_keygen wire"
 RUN cargo build --release --locked --config "$SYSTEM_LIBZMQ" $(printf -- '--bin %s ' $ROLES) \
  && mkdir /out \
  && for role in $ROLES; do cp "target/system-libzmq/release/$role" /out/; done

@@ -19,6 +19,7 @@
 //! | [`security`] | who may join: `--allow`, PLAIN and CURVE, checked by a ZAP handler |
 //! | [`payload`] | shows bytes as Rust byte-string literals (`b"World"`), loads payload files |
 //! | [`faults`] | `--crash-after` and `--hang-after`, for the "server dies" experiment |
+//! | [`wire`] | the bytes between two sockets: a ZMTP decoder and the relay that shows them (`wire`) |
 //!
 //! Apart from the lessons:
 //!
@@ -39,6 +40,7 @@ pub mod payload;
 pub mod plumbing;
 pub mod protocol;
 pub mod security;
+pub mod wire;
 
 /// How long a closing socket may keep trying to deliver what it has queued
 /// (ms). Short enough that no role hangs at exit, long enough for a last

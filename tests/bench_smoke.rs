@@ -18,7 +18,7 @@ fn every_scenario_runs_at_a_tiny_size_and_loses_nothing() {
     let report: Report = serde_json::from_str(&bench.stdout().join("\n")).expect("the JSON report");
 
     for scenario in [
-        "reqrep", "broker", "pipeline", "balance", "scale", "page", "failover",
+        "reqrep", "broker", "pipeline", "balance", "scale", "page", "failover", "wire",
     ] {
         let rows: Vec<_> = report
             .rows

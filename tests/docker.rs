@@ -65,6 +65,10 @@ const SWARM_HOST: &str = "docker-compose.broker.swarm-host.yml";
 /// The broker file's addition for CurveZMQ: keys as Docker secrets.
 const CURVE: &str = "docker-compose.curve.yml";
 
+/// The two exercises' additions that put `wire` relays in the way.
+const REQREP_WIRE: &str = "docker-compose.reqrep.wire.yml";
+const BROKER_WIRE: &str = "docker-compose.broker.wire.yml";
+
 /// The variables of the compose files that choose the image and the
 /// published ports.
 const SETTINGS: &[&str] = &[
@@ -103,6 +107,7 @@ const PASSED_THROUGH: &[&str] = &[
     "HEARTBEAT_MS",
     "MAX_MESSAGE_BYTES",
     "RUST_LOG",
+    "JSON",
 ];
 
 /// Runs a command to the end, or kills it after `timeout`.
@@ -1714,5 +1719,88 @@ fn swarm_stack_scales_and_every_client_gets_every_reply_and_ends_once() {
          after {workers_up:?}; 2 clients done ({} replies) after {answered:?}; requests per \
          worker in the end: {served:?}",
         2 * COUNT
+    );
+}
+
+/// The lines of `service`'s logs that report a message sent by `sender`,
+/// from the message on: `b"" (MORE, 0 bytes: 01 00) + b"Hello" (...)`.
+fn wire_messages(stack: &Stack, service: &str, sender: &str) -> Vec<String> {
+    stack
+        .compose(&["logs", "--no-color", service])
+        .lines()
+        .filter(|line| line.contains(&format!(" {sender} > ")))
+        .filter_map(|line| line.split("  message  ").nth(1))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_wire_files_show_the_clients_leg_without_the_identity_and_the_workers_with_it() {
+    let Some(_engine) = engine() else { return };
+    let repository = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let hello = r#"b"Hello" (5 bytes: 00 05 48 65 6c 6c 6f)"#;
+    let delimiter = r#"b"" (MORE, 0 bytes: 01 00)"#;
+
+    // Exercise 1: client -> wire -> server.
+    let mut stack = Stack::new(REQREP, "wire1", &[("COUNT", "3"), ("INTERVAL_MS", "50")]);
+    stack.more_files.push(repository.join(REQREP_WIRE));
+    let (client, log) = stack.up_until_the_client_exits();
+    assert_eq!(client.exit_code, 0, "{log}");
+    assert_eq!(replies_in(&log), 3, "{log}");
+    stack.wait_log("wire", "server > client  message", 3);
+    let requests = wire_messages(&stack, "wire", "client");
+    assert_eq!(
+        requests,
+        vec![format!("{delimiter} + {hello}"); 3],
+        "{}",
+        stack.logs()
+    );
+    drop(stack);
+
+    // Exercise 2: client -> wire-client -> broker, worker -> wire-worker ->
+    // broker. The workers first, healthy (connected through their relay),
+    // then the client: a request only goes to a worker connected by then.
+    let mut stack = Stack::new(BROKER, "wire2", &[("COUNT", "3"), ("INTERVAL_MS", "50")]);
+    stack.more_files.push(repository.join(BROKER_WIRE));
+    stack.compose(&["up", "-d", "broker", "worker"]);
+    stack.wait_for("worker", 1, &|s: &State| s.health == "healthy");
+    let (client, log) = stack.up_until_the_client_exits();
+    assert_eq!(client.exit_code, 0, "{log}");
+    assert_eq!(replies_in(&log), 3, "{log}");
+    stack.wait_log("wire-worker", "worker > broker  message", 3);
+    // The client's leg: what the REQ sent, the delimiter and the body.
+    let client_leg = wire_messages(&stack, "wire-client", "client");
+    assert_eq!(
+        client_leg,
+        vec![format!("{delimiter} + {hello}"); 3],
+        "{}",
+        stack.logs()
+    );
+    // The worker's leg: one frame more in front, the identity the broker's
+    // frontend ROUTER gave the client, the same for the three requests.
+    let worker_leg = wire_messages(&stack, "wire-worker", "broker");
+    assert_eq!(worker_leg.len(), 3, "{}", stack.logs());
+    let identities: BTreeSet<&str> = worker_leg
+        .iter()
+        .map(|message| {
+            let (identity, rest) = message.split_once(" + ").unwrap();
+            assert_eq!(rest, format!("{delimiter} + {hello}"), "{message}");
+            assert!(identity.contains("(MORE, 5 bytes: 01 05 00 "), "{identity}");
+            identity
+        })
+        .collect();
+    assert_eq!(identities.len(), 1, "{worker_leg:#?}");
+    // And the reply carries it back, to the broker only.
+    let replies = wire_messages(&stack, "wire-worker", "worker");
+    assert!(
+        replies
+            .iter()
+            .all(|r| r.starts_with(identities.first().unwrap())),
+        "{replies:#?}"
+    );
+    let to_client = wire_messages(&stack, "wire-client", "broker");
+    assert!(
+        to_client.iter().all(|r| r.starts_with(delimiter)),
+        "{to_client:#?}"
     );
 }

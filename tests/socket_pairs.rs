@@ -369,3 +369,106 @@ fn a_bad_subcommand_gets_clap_usage() {
     );
     assert!(stderr.contains("Usage: socket_pairs"), "{stderr}");
 }
+
+/// The messages that crossed the wire from `sender`, as `socket_pairs
+/// --wire` printed them: each frame's body as a byte string, `+` between.
+fn wire_messages(lines: &[String], sender: &str) -> Vec<String> {
+    let head = format!("wire   #1 {sender} > ");
+    lines
+        .iter()
+        .filter(|line| line.starts_with(&head) && line.contains("  message  "))
+        .map(|line| {
+            let frames = line.split("  message  ").nth(1).unwrap();
+            frames
+                .split(" + ")
+                .map(|frame| frame.split(" (").next().unwrap())
+                .collect::<Vec<_>>()
+                .join(" + ")
+        })
+        .collect()
+}
+
+#[test]
+fn with_wire_each_pair_shows_what_its_sockets_add_and_keep() {
+    let numbered = |text: &str, prefix: &str| -> Vec<String> {
+        (1..=2)
+            .map(|i| format!("{prefix}b\"{text} {i}\""))
+            .collect()
+    };
+    let delimited = "b\"\" + ";
+    // (pair, client's messages on the wire, server's, in the order sent)
+    let cases = [
+        (
+            "req-rep",
+            numbered("Hello", delimited),
+            numbered("World", delimited),
+        ),
+        (
+            "dealer-rep",
+            numbered("Hello", delimited),
+            numbered("World", delimited),
+        ),
+        (
+            "req-router",
+            numbered("Hello", delimited),
+            numbered("World", delimited),
+        ),
+        ("dealer-router", numbered("Hello", ""), {
+            let mut replies = numbered("World", "");
+            replies.reverse();
+            replies
+        }),
+        ("dealer-dealer", numbered("Hello", ""), {
+            let mut replies = numbered("World", "");
+            replies.reverse();
+            replies
+        }),
+        ("router-router", numbered("Hello", delimited), {
+            let mut replies = numbered("World", delimited);
+            replies.reverse();
+            replies
+        }),
+    ];
+    for (pair, client, server) in cases {
+        let mut proc = Proc::start(SOCKET_PAIRS, &[pair, "--wire", "--count", "2"]);
+        proc.expect_exit(0, SOON);
+        let lines = proc.stdout();
+        let all = lines.join("\n");
+        assert_eq!(wire_messages(&lines, "client"), client, "{pair}:\n{all}");
+        assert_eq!(wire_messages(&lines, "server"), server, "{pair}:\n{all}");
+        // No ROUTER's identity frame ever leaves it: the names the ROUTERs
+        // route by are not on the wire.
+        for name in ["server", "nobody"] {
+            assert!(
+                !lines
+                    .iter()
+                    .filter_map(|l| l.strip_prefix("wire")?.split("  message  ").nth(1))
+                    .any(|frames| frames.contains(name)),
+                "{pair}: {name} on the wire:\n{all}"
+            );
+        }
+        // Each side announced its socket type.
+        let kinds = pair.to_uppercase();
+        let (client_kind, server_kind) = kinds.split_once('-').unwrap();
+        assert!(
+            all.contains(&format!(
+                "client > server  READY  Socket-Type={client_kind} "
+            )),
+            "{all}"
+        );
+        assert!(
+            all.contains(&format!(
+                "server > client  READY  Socket-Type={server_kind} "
+            )),
+            "{all}"
+        );
+    }
+}
+
+#[test]
+fn wire_needs_both_ends_and_a_legal_pair() {
+    let mut proc = Proc::start(SOCKET_PAIRS, &["invalid", "--wire"]);
+    expect_usage_error(&mut proc, &["--wire", "six legal"]);
+    let mut proc = Proc::start(SOCKET_PAIRS, &["req-rep", "--wire", "--role", "client"]);
+    proc.expect_exit(2, SOON);
+}

@@ -12,6 +12,7 @@
 //! |---|---|
 //! | [`scenarios`] | reqrep, broker, pipeline, balance, scale, failover |
 //! | [`page`] | page: the lb broker with its live page watched, and without |
+//! | [`wire`](mod@wire) | wire: round trips through the relay that shows the bytes, and without; its memory with 100 connections |
 //! | [`curve`] | the keys of the CURVE variants of reqrep and broker |
 //! | [`peers`] | the baselines (bare REQ/REP, raw TCP, `zmq::proxy`, ...) and load generators |
 //! | [`stats`] | percentiles, medians |
@@ -23,6 +24,7 @@ pub mod page;
 pub mod peers;
 pub mod scenarios;
 pub mod stats;
+pub mod wire;
 
 use std::fmt::Write as _;
 use std::time::Duration;

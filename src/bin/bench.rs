@@ -19,6 +19,7 @@
 //! | `scale` | do 1000 clients get through, and in how much memory? | 1 client |
 //! | `page` | what does the live page (`broker --http`) cost while watched? | the lb broker without it |
 //! | `failover` | what do two brokers cost, and what does a broker's death cost? | 1 broker |
+//! | `wire` | what does the relay that shows the bytes cost a round trip, and memory? | bare REQ/REP, direct |
 //!
 //! The role binaries (`reqrep_server`, `broker`, ...) are run from the same
 //! directory as this one; run through `cargo run`, the bench builds them
@@ -79,6 +80,8 @@ enum Command {
     Page(RunArgs),
     /// Two lb brokers against one, and one of them SIGKILLed again and again
     Failover(RunArgs),
+    /// Round trips through the wire relay against direct ones; its memory
+    Wire(RunArgs),
     /// Draw the SVG chart of a JSON report
     Chart {
         /// A report written by `--json`
@@ -311,6 +314,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 scenarios::scale,
                 bench::page::page,
                 scenarios::failover,
+                bench::wire::wire,
             ],
         ),
         Command::Reqrep(args) => (args, vec![scenarios::reqrep]),
@@ -320,6 +324,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Scale(args) => (args, vec![scenarios::scale]),
         Command::Page(args) => (args, vec![bench::page::page]),
         Command::Failover(args) => (args, vec![scenarios::failover]),
+        Command::Wire(args) => (args, vec![bench::wire::wire]),
     };
     build_roles()?;
     zmq_reqrep::plumbing::limits::raise_open_files();
@@ -387,6 +392,7 @@ fn build_roles() -> anyhow::Result<()> {
         "broker",
         "worker",
         "broker_client",
+        "wire",
     ] {
         let path = zmq_reqrep::plumbing::child::sibling(role)?;
         if !path.exists() {

@@ -11,6 +11,7 @@
 //! cargo run --bin socket_pairs -- all               # the six legal pairs
 //! cargo run --bin socket_pairs -- dealer-router     # one of them
 //! cargo run --bin socket_pairs -- invalid           # REQ-REQ, REP-REP, ... refused
+//! cargo run --bin socket_pairs -- req-rep --wire    # and the bytes between the sockets
 //!
 //! # or the two ends in two terminals (or containers):
 //! cargo run --bin socket_pairs -- dealer-router --role server --endpoint 'tcp://*:5555'
@@ -21,6 +22,8 @@
 //! to a REP, by hand) and who strips it; the identity frame a ROUTER puts in
 //! front of every message and needs back to reply; a DEALER sending all its
 //! requests before the first reply; a ROUTER answering out of order.
+//! With `--wire`, what each socket puts on the wire: the REQ's empty frame
+//! (`01 00`) crossing, the ROUTER's identity frame never leaving it.
 //!
 //! The envelope rules are in `src/pairs/mod.rs`, each pair in its own
 //! module there.
@@ -31,7 +34,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use zmq_reqrep::pairs::{self, Pair, Role, Settings};
-use zmq_reqrep::plumbing::exit;
+use zmq_reqrep::plumbing::exit::{self, UsageError};
 
 /// Runs the legal request-reply socket pairs and prints every frame.
 #[derive(Parser, Debug)]
@@ -63,6 +66,12 @@ struct Args {
     /// Longest wait for any message, in ms [default: 5000, or 60000 with --role]
     #[arg(long, env, global = true)]
     timeout_ms: Option<u64>,
+
+    /// Also show the bytes that crossed between the two sockets: the
+    /// client connects through a relay (the `wire` program), whose lines
+    /// follow each pair's trace
+    #[arg(long, global = true, conflicts_with = "role")]
+    wire: bool,
 }
 
 #[derive(Subcommand, Debug, Clone, Copy)]
@@ -110,6 +119,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         count: args.count as usize,
         timeout: Duration::from_millis(args.timeout_ms.unwrap_or(default_ms)),
         endpoint: args.endpoint.clone(),
+        wire: args.wire,
     };
     let chosen: Vec<Pair> = match args.pair {
         Which::ReqRep => vec![Pair::ReqRep],
@@ -119,6 +129,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
         Which::DealerDealer => vec![Pair::DealerDealer],
         Which::RouterRouter => vec![Pair::RouterRouter],
         Which::All => Pair::ALL.to_vec(),
+        Which::Invalid if args.wire => {
+            return Err(UsageError::new(
+                "--wire",
+                "invalid",
+                "the illegal pairs never exchange a message; --wire shows the six legal ones",
+            )
+            .into());
+        }
         Which::Invalid => return pairs::invalid::run(Duration::from_millis(500)),
     };
     for pair in chosen {

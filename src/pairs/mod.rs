@@ -23,6 +23,12 @@
 //! Each pair lives in its own module with a `client` and a `server`
 //! function; [`End`] is one end of a pair: its socket, and the printing of
 //! every frame it sends and receives.
+//!
+//! With `--wire` ([`Settings::wire`]), the client connects to a relay
+//! ([`crate::wire`]) instead of the server, and the bytes that crossed
+//! between the two sockets are printed after the pair's trace: what each
+//! socket added (a REQ's delimiter) or kept for itself (a ROUTER's identity
+//! frames never leave it).
 
 pub mod dealer_dealer;
 pub mod dealer_rep;
@@ -128,6 +134,9 @@ pub struct Settings {
     /// Bind endpoint of the server (with `Role::Server`) or connect
     /// endpoint of the client (with `Role::Client`); ignored with `Both`.
     pub endpoint: String,
+    /// With `Both`: put a relay between the two sockets and print the
+    /// bytes that crossed it, after the pair's trace.
+    pub wire: bool,
 }
 
 /// The name of a socket type as the lecture writes it.
@@ -253,6 +262,7 @@ pub fn run(pair: Pair, role: Role, settings: &Settings) -> anyhow::Result<()> {
     let server_end = || End::new(&ctx, "server", server_kind, settings.timeout);
     let client_end = || End::new(&ctx, "client", client_kind, settings.timeout);
     let count = settings.count;
+    let mut relayed = None;
     let result = match role {
         Role::Server => {
             let server = server_end()?;
@@ -273,7 +283,12 @@ pub fn run(pair: Pair, role: Role, settings: &Settings) -> anyhow::Result<()> {
             let server = server_end()?;
             prepare_server(pair, &server)?;
             server.socket.bind("tcp://127.0.0.1:*")?;
-            let endpoint = crate::plumbing::endpoint::last_endpoint(&server.socket);
+            let mut endpoint = crate::plumbing::endpoint::last_endpoint(&server.socket);
+            if settings.wire {
+                let relay = Relay::start(&endpoint)?;
+                endpoint = relay.endpoint.clone();
+                relayed = Some(relay);
+            }
             let client = client_end()?;
             client.socket.connect(&endpoint)?;
             thread::scope(|scope| {
@@ -286,8 +301,66 @@ pub fn run(pair: Pair, role: Role, settings: &Settings) -> anyhow::Result<()> {
             })
         }
     };
+    if let Some(relay) = relayed {
+        relay.print()?;
+    }
     output::line(format_args!(""));
     result
+}
+
+/// A `wire` relay between the two ends of a pair, in this process.
+struct Relay {
+    /// Where the client connects instead of the server.
+    endpoint: String,
+    running: crate::wire::Running,
+    shutdown: crate::plumbing::shutdown::Shutdown,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Relay {
+    /// Starts relaying from a free port to the server at `server`.
+    fn start(server: &str) -> anyhow::Result<Relay> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let endpoint = format!("tcp://{}", listener.local_addr()?);
+        let to = crate::wire::relay::connect_address(server).map_err(anyhow::Error::msg)?;
+        let shutdown = crate::plumbing::shutdown::Shutdown::new();
+        let lines = std::sync::Arc::<std::sync::Mutex<Vec<String>>>::default();
+        let kept = std::sync::Arc::clone(&lines);
+        let format = crate::wire::print::Format {
+            prefix: "wire   ".into(),
+            connections: false,
+            ..Default::default()
+        };
+        let keep = move |line: &str| {
+            kept.lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(line.to_owned());
+        };
+        let running = crate::wire::start(listener, &to, format, keep, &shutdown)?;
+        Ok(Relay {
+            endpoint,
+            running,
+            shutdown,
+            lines,
+        })
+    }
+
+    /// Stops the relay and prints what crossed it.
+    fn print(self) -> anyhow::Result<()> {
+        self.shutdown.trigger();
+        self.running.wait()?;
+        output::line(format_args!(
+            "-- on the wire: the bytes between the two sockets, through a relay --"
+        ));
+        let lines = self
+            .lines
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for line in lines.iter() {
+            output::line(format_args!("{line}"));
+        }
+        Ok(())
+    }
 }
 
 /// Settings a server needs before it binds (ROUTER-ROUTER's known identity).
