@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 frontend_port=${FRONTEND_PORT:-5555}
 backend_port=${BACKEND_PORT:-5556}
 cargo build --quiet --bin broker --bin worker --bin broker_client
-bin=target/debug
+bin=${CARGO_TARGET_DIR:-target}/debug
 logs=$(mktemp -d)
 pids=()
 
