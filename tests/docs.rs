@@ -46,13 +46,13 @@ fn pages() -> Vec<&'static str> {
 }
 
 /// The slide's questions, in the slide's order, as the main guide's
-/// headings: (Portuguese, English). The slide itself is in Portuguese
-/// (`../shared/slide.txt` in the project's notes): "Request-reply" and
-/// `docker compose up`, the five "Alguns testes", "Outras combinações de
-/// conexão" (the six pairs, then "Dealer: tipo request, mas assíncrono;
-/// Router: tipo reply, mas assíncrono"), "Padrão de balanceamento de
-/// carga", "Usando broker com docker", and the three "Mais coisas para
-/// testar".
+/// headings: (Portuguese, English). The lecture's slide is in Portuguese:
+/// "Request-reply" and `docker compose up`, the five "Alguns testes",
+/// "Outras combinações de conexão" (the six pairs, then "Dealer: tipo
+/// request, mas assíncrono; Router: tipo reply, mas assíncrono"), "Padrão
+/// de balanceamento de carga", "Usando broker com docker", and the three
+/// "Mais coisas para testar". "Rodízio contra balanceamento de carga" is the
+/// guide's own experiment inside the load-balancing section.
 const SLIDE: &[(&str, &str)] = &[
     (
         "## Request-reply: `docker compose up`",
