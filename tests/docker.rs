@@ -811,6 +811,71 @@ fn broker_spreads_forty_requests_over_three_workers() {
     eprintln!("requests per worker: {served:?}");
 }
 
+/// A container's name, as `docker ps` and `docker kill` know it.
+fn container_name(id: &str) -> String {
+    ok(
+        Command::new("docker").args(["inspect", "-f", "{{.Name}}", id]),
+        COMMAND_TIMEOUT,
+    )
+    .trim()
+    .trim_start_matches('/')
+    .to_string()
+}
+
+#[test]
+fn each_replica_names_itself_as_compose_named_its_container() {
+    let Some(_engine) = engine() else { return };
+    let stack = Stack::new(BROKER, "names", &[("COUNT", "2"), ("INTERVAL_MS", "20")]);
+    stack.compose(&["up", "-d", "--scale", "worker=3", "--scale", "client=2"]);
+    stack.wait_for("client", 2, EXITED);
+    // Each log line carries the name `docker compose ps` lists, the one
+    // `docker kill` takes (`zr123-names-worker-3`), not the container's id.
+    for service in ["broker", "worker", "client"] {
+        for id in stack.containers(service) {
+            let name = container_name(&id);
+            assert!(
+                name.starts_with(&format!("{}-{service}-", stack.project)),
+                "{name}"
+            );
+            let role = match service {
+                "client" => "broker_client",
+                role => role,
+            };
+            let log = logs(&id);
+            let tag = format!("{role}[{name}]");
+            assert!(log.contains(&tag), "{tag} not in the log of {id}:\n{log}");
+            assert!(!log.contains(&format!("[{}]", &id[..12])), "{log}");
+        }
+    }
+    // Outside a compose network (Docker's default bridge, no embedded DNS)
+    // the host name stays the default.
+    let plain = run(
+        Command::new("docker").args([
+            "run",
+            "--rm",
+            "--hostname",
+            "plain-host",
+            &image(),
+            "reqrep_client",
+            "--connect",
+            "tcp://127.0.0.1:9",
+            "--count",
+            "1",
+            "--timeout-ms",
+            "100",
+            "--retries",
+            "0",
+        ]),
+        COMMAND_TIMEOUT,
+    );
+    let out = format!("{}{}", text(&plain.stdout), text(&plain.stderr));
+    assert_eq!(plain.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("reqrep_client[plain-host] done: 0 replies"),
+        "{out}"
+    );
+}
+
 #[test]
 fn the_two_exercises_are_separate_projects_with_both_files_side_by_side() {
     let Some(_engine) = engine() else { return };
@@ -1131,16 +1196,17 @@ fn the_broker_page_is_published_and_names_the_lb_workers() {
         thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(stats["mode"], "lb");
-    // A worker's name is its container's host name: the start of its id.
-    let ids = stack.containers("worker");
+    // A worker's name is its container's, as `docker compose ps` lists it.
+    let names: Vec<String> = stack
+        .containers("worker")
+        .iter()
+        .map(|id| container_name(id))
+        .collect();
     let workers = stats["workers"].as_array().unwrap();
     assert_eq!(workers.len(), 2, "{stats:#}");
     for worker in workers {
         let name = worker["name"].as_str().unwrap();
-        assert!(
-            ids.iter().any(|id| id.starts_with(name)),
-            "{name} in {ids:?}"
-        );
+        assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
     }
     let served: u64 = workers.iter().map(|w| w["served"].as_u64().unwrap()).sum();
     assert_eq!(served, 6, "{stats:#}");

@@ -46,9 +46,9 @@
 //! servers both depend on the broker?" Not to start: a ZeroMQ connect needs
 //! nobody on the other side, and `depends_on` only orders the containers'
 //! starts. They depend on its address, the one they all know, and on its
-//! being alive (`docker-compose.failover.yml` runs two). The README's
-//! experiments start each side first and show what changes: requests
-//! wait, and workers that connect late miss the first ones.
+//! being alive (`docker-compose.failover.yml` runs two). The guide's
+//! experiments (docs/experiments.md) start each side first and show what
+//! changes: requests wait, and workers that connect late miss the first ones.
 
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::payload;
-use crate::plumbing::endpoint;
+use crate::plumbing::{endpoint, replica_name};
 
 /// `--max-message-bytes` default: 1 MiB.
 pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 1024 * 1024;
@@ -19,14 +19,21 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 1024 * 1024;
 /// The replica's name, shown in every log line.
 #[derive(Args, Debug, Clone)]
 pub struct NameArg {
-    /// Name shown in every log line [default: the host name; under docker
-    /// compose, the container id]
+    /// Name shown in every log line [default: the host name; in a docker
+    /// compose container, the container's name, such as zmq-reqrep-worker-3]
     #[arg(long, env, default_value_t = default_name(), hide_default_value = true)]
     pub name: String,
 }
 
+/// The container's name where Docker's DNS can tell it (see
+/// [`replica_name`]), else the host name. A NAME variable makes the default
+/// unused, so then nothing is asked.
 fn default_name() -> String {
-    gethostname::gethostname().to_string_lossy().into_owned()
+    let named = std::env::var_os("NAME").is_some_and(|name| !name.is_empty());
+    (!named)
+        .then(replica_name::from_docker_dns)
+        .flatten()
+        .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned())
 }
 
 /// What a REQ client sends, how often, and how patiently.

@@ -11,6 +11,7 @@
 //! | [`keepalive`] | ZMTP heartbeats: no connection idle long enough to be forgotten, dead peers noticed |
 //! | [`monitor`] | logs the peers libzmq refuses or drops (bad handshakes, oversize frames, silent peers) |
 //! | [`connection`] | what becomes of a connecting socket's connection: up, refused, lost |
+//! | [`replica_name`] | a replica's default name: under Docker, its container's name (`zmq-reqrep-worker-3`), from Docker's DNS |
 //! | [`logging`] | one log line per event, naming the role and the replica |
 //! | [`output`] | buffered stdout/stderr, flushed every 100 ms and at exit, never waiting for a reader |
 //! | [`shutdown`] | Ctrl-C and SIGTERM stop every role within a second |
@@ -31,4 +32,5 @@ pub mod listener;
 pub mod logging;
 pub mod monitor;
 pub mod output;
+pub mod replica_name;
 pub mod shutdown;
