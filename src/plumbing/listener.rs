@@ -83,7 +83,7 @@ use crate::security::Gate;
 /// Pending connections a listening socket queues (ZMQ_BACKLOG). libzmq's
 /// default of 100 drops the excess when a thousand clients connect at once,
 /// and TCP retries a dropped connection only after a second.
-pub const LISTEN_BACKLOG: i32 = 1024;
+pub const LISTEN_BACKLOG: i32 = 65535;
 
 /// Messages a listening socket queues per connection, each way
 /// (ZMQ_RCVHWM, ZMQ_SNDHWM); see the module header for what it bounds. A
@@ -128,8 +128,9 @@ pub struct Hardening {
 }
 
 impl Hardening {
-    /// Raises the open-files limit, seeds the routing ids and opens the
-    /// gate (a ZAP handler in `ctx`, if any `security` option is set).
+    /// Sets the context's I/O threads (`--io-threads`), raises the
+    /// open-files limit, seeds the routing ids and opens the gate (a ZAP
+    /// handler in `ctx`, if any `security` option is set).
     /// Call it before the role creates its first socket. A bad security
     /// file or combination is a usage error (exit 2).
     pub fn new(
@@ -137,6 +138,7 @@ impl Hardening {
         limits: &LimitArgs,
         security: &ServerSecurityArgs,
     ) -> anyhow::Result<Hardening> {
+        ctx.set_io_threads(limits.io_threads)?; // before the first socket (the gate's)
         crate::plumbing::limits::raise_open_files(); // a descriptor per peer
         seed_routing_ids();
         let gate = Gate::open(ctx, security)?;
