@@ -299,8 +299,14 @@ fn last_words(child: &Child) -> String {
         .rev()
         .find(|line| !line.trim().is_empty())
         .map_or_else(String::new, |line| {
-            format!("; its last line: {}", line.trim())
+            format!("; its last line: {}", unprefixed(&line))
         })
+}
+
+/// A child's line without its own `error: `, which the bench's adds again.
+fn unprefixed(line: &str) -> &str {
+    let line = line.trim();
+    line.strip_prefix("error: ").unwrap_or(line)
 }
 
 /// Fails with one clear line if `server` (a broker, a server) has ended,
@@ -720,7 +726,7 @@ impl LoadGenerator for Fleet {
                     .rev()
                     .find(|line| line.starts_with("error:"));
                 return Err(match said {
-                    Some(line) => anyhow!("{}: {}", process.name(), line.trim()),
+                    Some(line) => anyhow!("{}: {}", process.name(), unprefixed(&line)),
                     None => error,
                 });
             }
