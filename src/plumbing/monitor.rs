@@ -971,7 +971,8 @@ fn accept_failure_advice(errno: u32, open: usize) -> String {
                 }
             };
             format!(
-                "{limit}. The connection waits in the kernel's queue until a descriptor is free"
+                "{limit}. The connection waits in the kernel's queue until a descriptor is \
+                 free, and libzmq retries the accept meanwhile, in a busy loop"
             )
         }
         Ok(libc::ENFILE) => "the whole system is out of file descriptors (fs.file-max)".into(),
