@@ -6,6 +6,7 @@
 //! ```text
 //! cargo run --release --bin bench -- all                 # every scenario, under two minutes
 //! cargo run --release --bin bench -- broker --clients 8  # one scenario, other sizes
+//! cargo run --release --bin bench -- scale               # 1 to 10,000 clients, about a minute
 //! cargo run --release --bin bench -- all --json > report.json
 //! cargo run --release --bin bench -- chart report.json docs/bench.svg
 //! ```
@@ -29,6 +30,19 @@
 //! `--run-ms` at most (or its request count, if that comes first), so every
 //! variant of a scenario is measured over the same time. The code is in
 //! `src/bench/`.
+//!
+//! `scale` runs 1, 10, 100, 1,000 and 10,000 concurrent lock-step clients
+//! through `broker --mode lb`, and through `--mode proxy` at the largest
+//! step (`bench all` stops at 1,000, to stay under two minutes). The clients
+//! are `bench peer fleet` processes of 2,500 clients at most, which all
+//! connect at once and are measured only once each has had a first reply
+//! (the `conn s` column: how long that connection storm took). Steps over
+//! 2,500 clients start the broker with `--io-threads 2`. After the table, a
+//! `scale:` block sets the rows against the broker's targets: nothing lost,
+//! peak memory under 512 MiB, and at least 0.8 of the throughput at 100
+//! clients with 1,000, 0.5 with 10,000. Where a limit of the system stops a
+//! run (open files, the listen backlog), the error says which and how to
+//! raise it.
 //!
 //! `failover` has two kinds of rows. The first two compare throughput with
 //! one lb broker and with two (workers and clients connected to both). The

@@ -1,8 +1,9 @@
 //! Room for many connections: the open-files limit and the listen backlog.
 //!
 //! Each TCP connection costs a file descriptor. A listening role holds one
-//! per peer, and its connection monitor a second one for as long as half
-//! the limit is free (see [`crate::plumbing::monitor`]); a process that
+//! per peer, and its connection monitor a second one for as many peers as
+//! a quarter of the limit allows (see [`crate::plumbing::monitor`]); a
+//! process that
 //! *opens* many libzmq sockets holds two per socket: its connection, and
 //! its mailbox (an eventfd through which libzmq's I/O thread wakes the
 //! socket). Many systems start processes with a soft limit of 1024 (macOS:

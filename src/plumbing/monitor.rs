@@ -43,10 +43,11 @@
 //!
 //! A duplicate is a second descriptor per peer, and a listener facing
 //! thousands of clients must not run out of descriptors for its own
-//! connections: the thread keeps a duplicate only while the descriptor it
-//! gets is in the lower half of the open-files limit. Past that, a peer's
-//! address is read and the duplicate closed at once, and when such a peer
-//! leaves, the log cannot tell its own goodbye from a cut by libzmq.
+//! connections: the thread keeps at most a quarter of the open-files limit
+//! in duplicates ([`KEPT_SHARE`]), which leaves three quarters for the
+//! connections. Past that, a peer's address is read and the duplicate
+//! closed at once, and when such a peer leaves, the log cannot tell its own
+//! goodbye from a cut by libzmq.
 //!
 //! Many peers at once (a class of 10,000 clients starting together) would
 //! make as many lines: at most [`LINES_PER_SECOND`] connection lines a
@@ -86,6 +87,10 @@ const EVENT_HANDSHAKE_FAILED_NO_DETAIL: u16 = zmq::SocketEvent::HANDSHAKE_FAILED
 const EVENT_HANDSHAKE_FAILED_PROTOCOL: u16 = zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as u16;
 const EVENT_HANDSHAKE_FAILED_AUTH: u16 = zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as u16;
 const EVENT_ACCEPT_FAILED: u16 = zmq::SocketEvent::ACCEPT_FAILED as u16;
+
+/// The share of the open-files limit the monitor may hold in duplicate
+/// descriptors: a quarter.
+pub const KEPT_SHARE: u64 = 4;
 
 /// Connection lines (a peer connected, disconnected, dropped) logged one by
 /// one per second, at most; the others are counted and summed up.
@@ -131,9 +136,9 @@ pub fn watch(
             | EVENT_ACCEPT_FAILED
             | EVENT_MONITOR_STOPPED,
     );
-    // A duplicate descriptor is kept only below half the limit (module
-    // header); the role has raised the limit already.
-    let keep_below = limits::open_files().map_or(512, |limit| limit.soft / 2);
+    // Duplicate descriptors kept at most (module header); the role has
+    // raised the limit already.
+    let keep_at_most = limits::open_files().map_or(256, |limit| limit.soft / KEPT_SHARE);
     // No monitor is started without a thread to read it.
     let (receiver, endpoint) = receiver(ctx, "monitor")?;
     // Woken at least this often, so that a longer gap means this process
@@ -150,7 +155,8 @@ pub fn watch(
                 max_message_bytes,
                 peers: HashMap::new(),
                 in_handshake: HashSet::new(),
-                keep_below,
+                keep_at_most,
+                kept: 0,
                 lines: Lines::default(),
                 overflows: Overflows::new(),
                 refused_accepts: None,
@@ -242,8 +248,9 @@ struct Watcher {
     peers: HashMap<u32, Peer>,
     /// Those of `peers` whose handshake may not be over.
     in_handshake: HashSet<u32>,
-    /// Duplicates numbered from here on are closed at once.
-    keep_below: u64,
+    /// Duplicates kept at most, and kept now.
+    keep_at_most: u64,
+    kept: u64,
     /// The connection lines logged and held back this second.
     lines: Lines,
     /// Connections the kernel turned away, its queue full.
@@ -269,8 +276,8 @@ struct Peer {
     /// Our duplicate of libzmq's descriptor; `None` if libzmq had closed it
     /// already when the ACCEPTED event was read, or if it was not kept.
     stream: Option<TcpStream>,
-    /// Its address was read, but its duplicate not kept: half the
-    /// open-files limit was in use (module header).
+    /// Its address was read, but its duplicate not kept: a quarter of
+    /// the open-files limit was in duplicates already (module header).
     unwatched: bool,
     /// Whether its ZeroMQ handshake completed (see `handshake_succeeded`).
     greeted: bool,
@@ -391,8 +398,10 @@ impl Watcher {
                 let kind = self.kind;
                 self.lines
                     .info(Held::Connected, || format!("{kind}: {address} connected"));
-                // Below half the limit, keep it; above, close it now.
-                let keep = raw(&stream) < self.keep_below;
+                // Within the share of the limit, keep it; past it, close it
+                // now.
+                let keep = self.kept < self.keep_at_most;
+                self.kept += u64::from(keep);
                 Peer {
                     address,
                     stream: keep.then_some(stream),
@@ -438,6 +447,9 @@ impl Watcher {
         let removed = self.peers.remove(&fd);
         self.in_handshake.remove(&fd);
         self.open.0.store(self.peers.len(), Ordering::Relaxed);
+        if removed.as_ref().is_some_and(|peer| peer.stream.is_some()) {
+            self.kept -= 1;
+        }
         let Some(Peer {
             address,
             stream,
@@ -549,8 +561,8 @@ impl Watcher {
             if greeted {
                 self.lines.info(Held::Disconnected, || {
                     format!(
-                        "{kind}: {address} disconnected, or libzmq cut it (with half the \
-                         open-files limit in use, who closed a connection is not checked)"
+                        "{kind}: {address} disconnected, or libzmq cut it (with this many \
+                         connections open, who closed one is not checked)"
                     )
                 });
             } else {
@@ -707,8 +719,8 @@ impl Overflows {
         };
         warn!(
             "{kind}: the kernel turned away {} in the last {:.1} s, its queue of connections \
-             waiting to be accepted full{queue}{since}: each such peer tries again after 1 s, \
-             then 3 s, 7 s...{advice}",
+             waiting to be accepted full{queue}{since}: TCP tries each such connection \
+             again after 1 s, then 3 s, 7 s...{advice}",
             Count::new(turned_away, "connection attempt"),
             elapsed.as_secs_f64()
         );
@@ -979,12 +991,6 @@ fn accept_failure_advice(errno: u32, open: usize) -> String {
         Ok(libc::ENOBUFS | libc::ENOMEM) => "the kernel is out of memory for sockets".into(),
         _ => format!("libzmq gave up on one connection, with {peers} open"),
     }
-}
-
-/// A duplicate's descriptor number (compared with the limit).
-fn raw(stream: &TcpStream) -> u64 {
-    use std::os::fd::AsRawFd;
-    u64::try_from(stream.as_raw_fd()).unwrap_or(u64::MAX)
 }
 
 /// The errno a monitor event carries, in words.
