@@ -137,6 +137,7 @@ mod tests {
             latency: Percentiles::default(),
             server_rss_mib: None,
             server_cpu_s: None,
+            connect_s: None,
             ratio: Some(throughput / 100.0),
         };
         let report = Report {

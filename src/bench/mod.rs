@@ -104,6 +104,11 @@ pub struct Row {
     pub server_rss_mib: Option<f64>,
     /// CPU time of the server or broker process (s).
     pub server_cpu_s: Option<f64>,
+    /// With a fleet of clients, in the median run: from the first connect
+    /// until every client had a reply to its first request (s), before the
+    /// measured requests; the connection storm.
+    #[serde(default)]
+    pub connect_s: Option<f64>,
     /// Throughput divided by the baseline's.
     pub ratio: Option<f64>,
 }
@@ -176,7 +181,7 @@ impl Report {
         );
         let _ = writeln!(
             text,
-            "{:<9} {:<36} {:>4} {:>4} {:>8} {:>5} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6} {:>7}",
+            "{:<9} {:<48} {:>5} {:>4} {:>8} {:>5} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6} {:>6} {:>7}",
             "scenario",
             "variant",
             "cli",
@@ -190,6 +195,7 @@ impl Report {
             "p99.9 ms",
             "RSS MiB",
             "CPU s",
+            "conn s",
             "ratio"
         );
         for row in &self.rows {
@@ -202,7 +208,7 @@ impl Report {
             };
             let _ = writeln!(
                 text,
-                "{:<9} {:<36} {:>4} {:>4} {:>8} {:>5} {:>10.0} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>7} {:>6} {:>7}",
+                "{:<9} {:<48} {:>5} {:>4} {:>8} {:>5} {:>10.0} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>7} {:>6} {:>6} {:>7}",
                 row.scenario,
                 row.variant,
                 row.clients,
@@ -216,9 +222,77 @@ impl Report {
                 row.latency.p999_ms,
                 opt(row.server_rss_mib, 1),
                 opt(row.server_cpu_s, 2),
+                opt(row.connect_s, 2),
                 ratio
             );
+        }
+        text.push_str(&self.scale_checks());
+        text
+    }
+
+    /// What the scale rows say against the broker's targets: nothing lost,
+    /// memory per thousand clients, the connection storm, and throughput
+    /// as clients grow (at 1,000 clients at least 0.8 of that at 100; at
+    /// 10,000, 0.5). Empty without scale rows.
+    fn scale_checks(&self) -> String {
+        let rows: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|row| row.scenario == "scale")
+            .collect();
+        let Some(largest) = rows.iter().map(|row| row.clients).max() else {
+            return String::new();
+        };
+        let mut text = String::from("scale:\n");
+        let verdict = |ok: bool| if ok { "ok" } else { "MISSED" };
+        for row in rows.iter().filter(|row| row.clients == largest) {
+            let mode = row.variant.split(',').next().unwrap_or(&row.variant);
+            let _ = write!(
+                text,
+                "  {mode}, {} clients: {} lost (target 0: {})",
+                largest,
+                row.lost,
+                verdict(row.lost == 0)
+            );
+            if let Some(rss) = row.server_rss_mib {
+                let _ = write!(
+                    text,
+                    "; broker peak RSS {rss:.0} MiB, {:.1} MiB per 1,000 clients (target under \
+                     {RSS_TARGET_MIB} MiB: {})",
+                    rss * 1000.0 / largest.max(1) as f64,
+                    verdict(rss < RSS_TARGET_MIB)
+                );
+            }
+            if let Some(connect) = row.connect_s {
+                let _ = write!(
+                    text,
+                    "; all connected and answered once {connect:.2} s after the first connect"
+                );
+            }
+            text.push('\n');
+        }
+        let lb = |clients: usize| {
+            rows.iter()
+                .find(|row| row.clients == clients && row.variant.contains("--mode lb"))
+                .map(|row| row.throughput)
+        };
+        if let Some(hundred) = lb(100) {
+            for (clients, target) in [(1_000, 0.8), (10_000, 0.5)] {
+                if let Some(throughput) = lb(clients) {
+                    let ratio = throughput / hundred.max(1e-9);
+                    let _ = writeln!(
+                        text,
+                        "  lb throughput at {clients} clients: {ratio:.2} of that at 100 \
+                         (target at least {target}: {})",
+                        verdict(ratio >= target)
+                    );
+                }
+            }
         }
         text
     }
 }
+
+/// The broker's peak memory that the scale scenario's largest step must
+/// stay under (MiB).
+pub const RSS_TARGET_MIB: f64 = 512.0;

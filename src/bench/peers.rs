@@ -17,10 +17,11 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context as _, bail};
+use anyhow::{Context as _, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::lazy_pirate::{self, Policy, ReliableReq};
+use crate::plumbing::logging::Count;
 use crate::plumbing::shutdown::Shutdown;
 use crate::security::credentials::Credentials;
 
@@ -39,6 +40,11 @@ pub struct Outcome {
     /// throughput.
     #[serde(default)]
     pub window: Option<(u64, u64)>,
+    /// With a fleet: from its first connect until every client had a reply
+    /// to its first request (the connection storm), before the measured
+    /// requests.
+    #[serde(default)]
+    pub connect_ns: Option<u64>,
 }
 
 impl Outcome {
@@ -99,6 +105,7 @@ pub fn req_bare(connect: &str, count: u64, size: usize, run: Duration) -> anyhow
         sent: rtts.len() as u64,
         rtts_ns: rtts,
         window: None,
+        connect_ns: None,
     }
     .print()
 }
@@ -141,6 +148,7 @@ pub fn tcp_client(connect: &str, count: u64, size: usize, run: Duration) -> anyh
         sent: rtts.len() as u64,
         rtts_ns: rtts,
         window: None,
+        connect_ns: None,
     }
     .print()
 }
@@ -226,16 +234,233 @@ pub fn dealer_pipeline(
         rtts_ns: rtts,
         sent,
         window: None,
+        connect_ns: None,
     }
     .print()
 }
 
-/// `clients` lock-step clients in one process, each a DEALER speaking as a
-/// REQ would (`["", body]`), `requests` each (asking for `run` at most),
-/// through a broker, presenting `credentials`. `connect` may name several
-/// brokers, separated by commas: each DEALER connects to all, and sends to
-/// them in turn. Stops when all are answered or nothing has moved for
-/// `stall`.
+/// Clients one `bench peer fleet` process runs at most: the bench starts
+/// as many fleet processes as a step needs. Each client holds two
+/// descriptors (its TCP connection and its socket's mailbox, an eventfd),
+/// so 2,500 clients need some 5,000, far below a common open-files limit
+/// of 20,000, where 10,000 clients in one process would not fit.
+pub const CLIENTS_PER_FLEET: usize = 2_500;
+
+/// Sockets per libzmq context: a context refuses its 1024th socket
+/// (ZMQ_MAX_SOCKETS, 1023 by default, which the zmq crate cannot change).
+const SOCKETS_PER_CONTEXT: usize = 1_000;
+
+/// Descriptors a context holds besides its sockets' (mailboxes and pollers
+/// of the context, its reaper and its I/O thread).
+const DESCRIPTORS_PER_CONTEXT: u64 = 5;
+
+/// What a fleet prints on stderr once every client had its first reply.
+pub const CONNECTED: &str = "connected:";
+
+/// How long the fleet waits for readiness at most, so that it looks at the
+/// clock (the stall, the run's end) at least this often.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Lock-step clients in one process: each a DEALER speaking as a REQ would
+/// (`["", body]`), connected to every endpoint in `connect`.
+///
+/// Readiness comes from an epoll set holding each socket's ZMQ_FD (its
+/// mailbox), so that a round costs the clients that have a reply, not all
+/// of them: `zmq::poll` over 10,000 sockets asks each one every time, and
+/// the load generator, not the broker, would be what is measured.
+struct Clients {
+    sockets: Vec<zmq::Socket>,
+    /// Dropped after the sockets (they hold the contexts as well).
+    _contexts: Vec<zmq::Context>,
+    epoll: std::os::fd::OwnedFd,
+    request: Vec<u8>,
+}
+
+impl Clients {
+    /// Creates `count` sockets presenting `credentials`, not connected yet.
+    fn new(count: usize, size: usize, credentials: &Credentials) -> anyhow::Result<Clients> {
+        use std::os::fd::FromRawFd;
+        let contexts: Vec<zmq::Context> = (0..count.div_ceil(SOCKETS_PER_CONTEXT))
+            .map(|_| zmq::Context::new())
+            .collect();
+        // SAFETY: epoll_create1 has no preconditions; a descriptor it
+        // returns is ours alone.
+        let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if epoll < 0 {
+            return Err(std::io::Error::last_os_error()).context("creating an epoll set");
+        }
+        // SAFETY: a new descriptor, owned by nothing else.
+        let epoll = unsafe { std::os::fd::OwnedFd::from_raw_fd(epoll) };
+        let mut sockets = Vec::with_capacity(count);
+        for i in 0..count {
+            let socket = contexts[i / SOCKETS_PER_CONTEXT]
+                .socket(zmq::DEALER)
+                .map_err(|error| too_many(error, i, count))?;
+            socket.set_linger(0)?;
+            credentials.apply(&socket)?;
+            watch_readable(&epoll, socket.get_fd()?, i)?;
+            sockets.push(socket);
+        }
+        Ok(Clients {
+            sockets,
+            _contexts: contexts,
+            epoll,
+            request: payload(size),
+        })
+    }
+
+    fn connect(&self, connect: &str) -> anyhow::Result<()> {
+        for socket in &self.sockets {
+            for endpoint in connect.split(',') {
+                socket
+                    .connect(endpoint)
+                    .with_context(|| format!("connecting to {endpoint}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn ask(&self, client: usize) -> zmq::Result<()> {
+        self.sockets[client].send_multipart([&b""[..], &self.request], 0)
+    }
+
+    /// Receives the replies waiting for `client`; how many there were.
+    /// Receiving until there is none also makes libzmq clear the socket's
+    /// ZMQ_FD, so that it signals again for the next reply.
+    fn replies(&self, client: usize) -> zmq::Result<usize> {
+        let mut count = 0;
+        loop {
+            match self.sockets[client].recv_multipart(zmq::DONTWAIT) {
+                Ok(_) => count += 1,
+                Err(zmq::Error::EAGAIN) => return Ok(count),
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// The clients whose socket has news (its ZMQ_FD is readable), waiting
+    /// [`TICK`] at most; `woken` is the caller's buffer.
+    fn woken(&self, woken: &mut Vec<libc::epoll_event>) -> std::io::Result<Vec<usize>> {
+        use std::os::fd::AsRawFd;
+        woken.resize(1024, libc::epoll_event { events: 0, u64: 0 });
+        // SAFETY: the buffer holds `woken.len()` events.
+        let ready = unsafe {
+            libc::epoll_wait(
+                self.epoll.as_raw_fd(),
+                woken.as_mut_ptr(),
+                woken.len() as i32,
+                TICK.as_millis() as i32,
+            )
+        };
+        if ready < 0 {
+            let error = std::io::Error::last_os_error();
+            return match error.kind() {
+                std::io::ErrorKind::Interrupted => Ok(Vec::new()),
+                _ => Err(error),
+            };
+        }
+        Ok(woken[..ready as usize]
+            .iter()
+            .map(|event| event.u64 as usize)
+            .collect())
+    }
+
+    /// Until every request in flight is answered, or nothing has come for
+    /// `stall`: each reply to client `i` goes to `answered(i)`, which says
+    /// whether that client asks again. Returns the requests left unanswered.
+    fn exchange(
+        &self,
+        mut in_flight: usize,
+        stall: Duration,
+        mut answered: impl FnMut(usize) -> bool,
+    ) -> anyhow::Result<usize> {
+        let mut woken = Vec::new();
+        let mut last_progress = Instant::now();
+        while in_flight > 0 && last_progress.elapsed() < stall {
+            for client in self.woken(&mut woken)? {
+                // A reply may come while we send the next request: receive
+                // until none is left.
+                loop {
+                    let replies = self.replies(client)?;
+                    if replies == 0 {
+                        break;
+                    }
+                    last_progress = Instant::now();
+                    for _ in 0..replies {
+                        in_flight = in_flight.saturating_sub(1);
+                        if answered(client) {
+                            self.ask(client)?;
+                            in_flight += 1;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(in_flight)
+    }
+}
+
+/// Registers `fd` (a socket's ZMQ_FD) in `epoll`, tagged `client`.
+fn watch_readable(epoll: &std::os::fd::OwnedFd, fd: i32, client: usize) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut event = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: client as u64,
+    };
+    // SAFETY: a valid epoll set, a descriptor libzmq keeps open for the
+    // socket's life, and an event we own.
+    if unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("watching a socket's ZMQ_FD");
+    }
+    Ok(())
+}
+
+/// A socket that could not be created: libzmq says EMFILE both when the
+/// process is out of descriptors and when the context is out of sockets.
+fn too_many(error: zmq::Error, index: usize, count: usize) -> anyhow::Error {
+    let open = crate::plumbing::limits::open_files_in_use()
+        .map_or_else(String::new, |open| format!("; {open} descriptors are open"));
+    let limit = crate::plumbing::limits::open_files()
+        .map_or_else(|_| String::new(), |limit| format!(" of {}", limit.soft));
+    anyhow!(
+        "creating client {} of {count}: {error}{open}{limit}",
+        index + 1
+    )
+}
+
+/// Says whether `clients` clients fit in this process's open-files limit,
+/// before any is created: one clear line instead of a failure half-way.
+fn check_open_files(clients: usize) -> anyhow::Result<()> {
+    use crate::plumbing::limits;
+    let limit = limits::try_raise_open_files()?;
+    let contexts = clients.div_ceil(SOCKETS_PER_CONTEXT) as u64;
+    let in_use = limits::open_files_in_use().unwrap_or(16);
+    let needed = 2 * clients as u64 + DESCRIPTORS_PER_CONTEXT * contexts + in_use + 1;
+    if needed > limit.soft {
+        bail!(
+            "{clients} clients need about {needed} open files (each a TCP connection and a \
+             libzmq mailbox), and this process may open {} (the open-files limit): {}, or \
+             run fewer clients per process (the bench runs {CLIENTS_PER_FLEET})",
+            limit.soft,
+            limit.how_to_raise()
+        );
+    }
+    Ok(())
+}
+
+/// `clients` lock-step clients in one process (see [`Clients`]), through
+/// a broker, presenting `credentials`. `connect` may name several brokers,
+/// separated by commas: each client connects to all, and libzmq sends to
+/// them in turn.
+///
+/// First the connection storm: every client connects and sends one
+/// request, and once each has had its reply the fleet prints
+/// [`CONNECTED`] and the time that took on stderr. Then, at once or, with
+/// `wait_for_go`, on SIGUSR1 (so that the bench starts several fleets
+/// together), the measured part: `requests` each, asking for `run` at most.
+/// Stops when all are answered or nothing has moved for `stall`, and
+/// prints its [`Outcome`].
+#[allow(clippy::too_many_arguments)]
 pub fn fleet(
     connect: &str,
     clients: usize,
@@ -244,73 +469,74 @@ pub fn fleet(
     stall: Duration,
     run: Duration,
     credentials: &Credentials,
+    wait_for_go: bool,
 ) -> anyhow::Result<()> {
-    // libzmq allows 1023 sockets per context by default: spread them.
-    const PER_CONTEXT: usize = 500;
-    let contexts: Vec<zmq::Context> = (0..clients.div_ceil(PER_CONTEXT))
-        .map(|_| zmq::Context::new())
-        .collect();
-    let mut sockets = Vec::with_capacity(clients);
-    for i in 0..clients {
-        let socket = contexts[i / PER_CONTEXT].socket(zmq::DEALER)?;
-        socket.set_linger(0)?;
-        credentials.apply(&socket)?;
-        for endpoint in connect.split(',') {
-            socket.connect(endpoint)?;
-        }
-        sockets.push(socket);
+    // Installed before anyone can send it: SIGUSR1 would end the process.
+    let mut go = signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR1])?;
+    check_open_files(clients)?;
+    let fleet = Clients::new(clients, size, credentials)?;
+
+    let storm = Instant::now();
+    fleet.connect(connect)?;
+    for client in 0..clients {
+        fleet.ask(client)?;
     }
-    let body = payload(size);
+    let unanswered = fleet.exchange(clients, stall, |_| false)?;
+    if unanswered > 0 {
+        bail!(
+            "{unanswered} of {} had no reply to their first request within {} s: not \
+             connected (the broker's log says why: open files, its listen backlog), or no \
+             worker answered",
+            Count::new(clients as u64, "client"),
+            stall.as_secs()
+        );
+    }
+    let connect_ns = ns(storm.elapsed());
+    eprintln!(
+        "{CONNECTED} {} answered once, {:.0} ms after the first connect",
+        Count::new(clients as u64, "client"),
+        connect_ns as f64 / 1e6
+    );
+    if wait_for_go {
+        go.forever().next();
+    }
+
     let mut asked = vec![Instant::now(); clients];
     let mut sent = vec![0u64; clients];
-    let mut finished: Vec<Option<Duration>> = vec![None; clients];
+    let mut finished: Option<Duration> = None;
     let mut rtts = Vec::with_capacity(clients * requests as usize);
     let mut answered_at = Vec::with_capacity(clients * requests as usize);
     let started = Instant::now();
-    for (i, socket) in sockets.iter().enumerate() {
-        asked[i] = Instant::now();
-        socket.send_multipart([&b""[..], &body], 0)?;
-        sent[i] = 1;
+    for client in 0..clients {
+        asked[client] = Instant::now();
+        fleet.ask(client)?;
+        sent[client] = 1;
     }
-    let mut last_progress = Instant::now();
-    // Until every request sent is answered: each client has one in flight
-    // until it stops asking.
-    while sent.iter().sum::<u64>() > rtts.len() as u64 && last_progress.elapsed() < stall {
-        let mut items: Vec<zmq::PollItem> = sockets
-            .iter()
-            .map(|s| s.as_poll_item(zmq::POLLIN))
-            .collect();
-        zmq::poll(&mut items, 100)?;
-        let ready: Vec<usize> = items
-            .iter()
-            .enumerate()
-            .filter(|(_, item)| item.is_readable())
-            .map(|(i, _)| i)
-            .collect();
-        drop(items);
-        for i in ready {
-            while let Ok(_reply) = sockets[i].recv_multipart(zmq::DONTWAIT) {
-                rtts.push(ns(asked[i].elapsed()));
-                answered_at.push(started.elapsed());
-                last_progress = Instant::now();
-                if sent[i] < requests && started.elapsed() < run {
-                    asked[i] = Instant::now();
-                    sockets[i].send_multipart([&b""[..], &body], 0)?;
-                    sent[i] += 1;
-                } else {
-                    finished[i] = Some(started.elapsed());
-                }
-            }
+    fleet.exchange(clients, stall, |client| {
+        let now = Instant::now();
+        rtts.push(ns(now - asked[client]));
+        let at = now - started;
+        answered_at.push(at);
+        if sent[client] < requests && at < run {
+            asked[client] = now;
+            sent[client] += 1;
+            true
+        } else {
+            // The first client to finish ends the window in which all
+            // were asking.
+            finished.get_or_insert(at);
+            false
         }
-    }
+    })?;
     let elapsed = started.elapsed();
-    let first_done = finished.iter().flatten().min().copied().unwrap_or(elapsed);
+    let first_done = finished.unwrap_or(elapsed);
     let in_window = answered_at.iter().filter(|&&at| at <= first_done).count() as u64;
     Outcome {
         elapsed_ns: ns(elapsed),
         rtts_ns: rtts,
         sent: sent.iter().sum(),
         window: Some((ns(first_done), in_window)),
+        connect_ns: Some(connect_ns),
     }
     .print()
 }

@@ -7,7 +7,7 @@
 //! | `broker` | `zmq::proxy` with REP workers | `broker --mode proxy`, also over CURVE; `broker --mode lb` |
 //! | `pipeline` | lock-step REQ to a ROUTER | a DEALER keeping `--window` requests in flight |
 //! | `balance` | `broker --mode proxy` (round robin) | `broker --mode lb`, one worker 10x slower |
-//! | `scale` | 1 client through `broker --mode lb` | 10, 100, 1000 concurrent clients |
+//! | `scale` | 1 client through `broker --mode lb` | 10, 100, 1,000, 10,000 concurrent clients (`bench all`: up to 1,000); `broker --mode proxy` at the largest step |
 //! | `failover` | 1 `broker --mode lb` | 2 brokers, workers and clients on both; and one SIGKILLed again and again |
 //!
 //! The CURVE variants run only in a build with CURVE ([`super::curve`]).
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, bail};
 
 use super::curve::Keys;
-use super::peers::Outcome;
+use super::peers::{self, Outcome};
 use super::stats::{median_index, percentiles};
 use super::{Options, Row};
 use crate::plumbing::child::{Child, Stream};
@@ -34,6 +34,8 @@ pub(super) struct Run {
     rtts: Vec<Duration>,
     server_rss_kib: Option<u64>,
     server_cpu: Option<Duration>,
+    /// The connection storm; see [`Outcome::connect_ns`].
+    connect: Option<Duration>,
 }
 
 impl Run {
@@ -57,6 +59,7 @@ impl Run {
                 .collect(),
             server_rss_kib: server.peak_rss_kib(),
             server_cpu: server.cpu_time(),
+            connect: outcome.connect_ns.map(Duration::from_nanos),
         }
     }
 }
@@ -122,6 +125,7 @@ fn row(variant: Variant<'_>, runs: Vec<Run>) -> Row {
         latency: percentiles(&median.rtts),
         server_rss_mib: median.server_rss_kib.map(|kib| kib as f64 / 1024.0),
         server_cpu_s: median.server_cpu.map(|cpu| cpu.as_secs_f64()),
+        connect_s: median.connect.map(|connect| connect.as_secs_f64()),
         ratio: None,
     }
 }
@@ -235,14 +239,102 @@ fn peer_pair(server_args: &[&str], client_args: &[&str], options: &Options) -> a
     Ok(run)
 }
 
-/// Waits for a load-generating peer and reads its JSON outcome.
-pub(super) fn outcome(child: &mut Child, options: &Options) -> anyhow::Result<Outcome> {
-    child.wait(options.max_run)?;
-    let last = child
-        .lines(Stream::Out)
-        .pop()
-        .ok_or_else(|| anyhow!("the peer printed no outcome"))?;
-    serde_json::from_str(&last).with_context(|| format!("reading the peer's outcome {last:?}"))
+/// A load generator the bench waits for: one peer process, or a fleet of
+/// them ([`Fleet`]).
+pub(super) trait LoadGenerator {
+    /// Waits for the end of the run and reads what was measured.
+    fn outcome(&mut self, options: &Options) -> anyhow::Result<Outcome>;
+}
+
+/// Waits for a load generator and reads its JSON outcome.
+pub(super) fn outcome(peer: &mut impl LoadGenerator, options: &Options) -> anyhow::Result<Outcome> {
+    peer.outcome(options)
+}
+
+impl LoadGenerator for Child {
+    fn outcome(&mut self, options: &Options) -> anyhow::Result<Outcome> {
+        let status = self.wait(options.max_run).map_err(|_| {
+            anyhow!(
+                "{}: still running after --max-seconds {}{}",
+                self.name(),
+                options.max_run.as_secs(),
+                last_words(self)
+            )
+        })?;
+        let Some(last) = self.lines(Stream::Out).pop() else {
+            bail!(
+                "{}: {} without printing its outcome{}",
+                self.name(),
+                ended(status),
+                last_words(self)
+            );
+        };
+        serde_json::from_str(&last).with_context(|| {
+            format!(
+                "{}: reading its outcome {last:?}{}",
+                self.name(),
+                last_words(self)
+            )
+        })
+    }
+}
+
+/// How a process ended, for a message: "exited with code 1", "killed by
+/// signal 9".
+fn ended(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal}"),
+        (None, None) => format!("ended ({status})"),
+    }
+}
+
+/// The last line a child wrote on stderr (its error line, or its last log
+/// line), as the end of a message.
+fn last_words(child: &Child) -> String {
+    child
+        .lines(Stream::Err)
+        .into_iter()
+        .rev()
+        .find(|line| !line.trim().is_empty())
+        .map_or_else(String::new, |line| {
+            format!("; its last line: {}", unprefixed(&line))
+        })
+}
+
+/// A child's line without its own `error: `, which the bench's adds again.
+fn unprefixed(line: &str) -> &str {
+    let line = line.trim();
+    line.strip_prefix("error: ").unwrap_or(line)
+}
+
+/// Fails with one clear line if `server` (a broker, a server) has ended,
+/// as it should not have during a run.
+pub(super) fn still_running(server: &mut Child, what: &str) -> anyhow::Result<()> {
+    match server.wait(Duration::ZERO) {
+        Ok(status) => bail!(
+            "the {what} {} during the run{}",
+            ended(status),
+            last_words(server)
+        ),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Adds the server's last warning, if it logged one, to a failed run's
+/// error: what the broker saw of the failure (refused connections, no
+/// room for more descriptors) is often its cause.
+fn with_server_warning(error: anyhow::Error, server: &Child) -> anyhow::Error {
+    let warning = server
+        .lines(Stream::Err)
+        .into_iter()
+        .rev()
+        .find(|line| line.contains(" WARN ") || line.contains("ERROR"));
+    match warning {
+        Some(line) => anyhow!("{error:#} (the server's last warning: {})", line.trim()),
+        None => error,
+    }
 }
 
 /// The request payload options of the role clients for `size` bytes.
@@ -416,6 +508,7 @@ fn suite_round_trips(
         rtts: report.rtts,
         server_rss_kib: server.peak_rss_kib(),
         server_cpu: server.cpu_time(),
+        connect: None,
     };
     server.stop();
     Ok(run)
@@ -565,40 +658,119 @@ impl Broker {
     }
 }
 
-/// Starts `clients` lock-step clients (one `bench peer fleet` process),
+/// Lock-step clients through a broker: as many `bench peer fleet`
+/// processes as they need ([`peers::CLIENTS_PER_FLEET`] each, at most),
+/// started together once each has connected all of its clients.
+pub(super) struct Fleet {
+    processes: Vec<Child>,
+}
+
+/// Starts `clients` lock-step clients (`bench peer fleet` processes),
 /// `requests` each, at the broker frontends `connect` (separated by
 /// commas), for `options.run` at most, with `extra` options (CURVE keys).
+/// They connect at once; [`LoadGenerator::outcome`] starts their requests.
 pub(super) fn fleet(
     connect: &str,
     clients: usize,
     requests: u64,
     options: &Options,
     extra: &[String],
-) -> anyhow::Result<Child> {
-    let (clients, requests) = (clients.to_string(), requests.to_string());
+) -> anyhow::Result<Fleet> {
+    let count = clients.div_ceil(peers::CLIENTS_PER_FLEET).max(1);
+    let requests = requests.to_string();
     let size = options.size.to_string();
     let stall = options.max_run.as_secs().max(1).to_string();
     let run_ms = options.run.as_millis().to_string();
-    let mut args = vec![
-        "fleet",
-        "--run-ms",
-        &run_ms,
-        "--connect",
-        connect,
-        "--clients",
-        &clients,
-        "--requests",
-        &requests,
-        "--size",
-        &size,
-        "--stall-s",
-        &stall,
-    ];
-    args.extend(extra.iter().map(String::as_str));
-    peer(&args)
+    let processes = (0..count)
+        .map(|k| {
+            // Shares as equal as can be: 10,000 in four, 2,600 as 1,300 twice.
+            let share = (clients * (k + 1) / count - clients * k / count).to_string();
+            let mut args = vec![
+                "fleet",
+                "--wait-for-go",
+                "--run-ms",
+                &run_ms,
+                "--connect",
+                connect,
+                "--clients",
+                &share,
+                "--requests",
+                &requests,
+                "--size",
+                &size,
+                "--stall-s",
+                &stall,
+            ];
+            args.extend(extra.iter().map(String::as_str));
+            peer(&args)
+        })
+        .collect::<anyhow::Result<Vec<Child>>>()?;
+    Ok(Fleet { processes })
 }
 
-/// `clients` lock-step clients (one `bench peer fleet` process), `requests`
+impl LoadGenerator for Fleet {
+    /// Waits until every process has connected its clients, starts them
+    /// together (SIGUSR1), and merges their outcomes: throughput over the
+    /// window in which all clients of all processes were asking (each
+    /// process's replies in the shortest window, at its own steady rate),
+    /// the connection storm the longest of theirs.
+    fn outcome(&mut self, options: &Options) -> anyhow::Result<Outcome> {
+        for process in &self.processes {
+            // A little longer than the fleet's own stall, so that its
+            // line says why it gave up.
+            let within = options.max_run + Duration::from_secs(5);
+            if let Err(error) = process.wait_for(Stream::Err, peers::CONNECTED, 1, within) {
+                let said = process
+                    .lines(Stream::Err)
+                    .into_iter()
+                    .rev()
+                    .find(|line| line.starts_with("error:"));
+                return Err(match said {
+                    Some(line) => anyhow!("{}: {}", process.name(), unprefixed(&line)),
+                    None => error,
+                });
+            }
+        }
+        for process in &mut self.processes {
+            process.signal(libc::SIGUSR1);
+        }
+        let mut outcomes = Vec::with_capacity(self.processes.len());
+        for process in &mut self.processes {
+            outcomes.push(LoadGenerator::outcome(process, options)?);
+        }
+        Ok(merge(outcomes))
+    }
+}
+
+/// One outcome from the outcomes of fleets that ran together.
+fn merge(outcomes: Vec<Outcome>) -> Outcome {
+    let shortest = outcomes
+        .iter()
+        .filter_map(|outcome| outcome.window)
+        .map(|(ns, _)| ns)
+        .min();
+    let window = shortest.map(|shortest| {
+        let replies: f64 = outcomes
+            .iter()
+            .filter_map(|outcome| outcome.window)
+            .map(|(ns, replies)| replies as f64 * shortest as f64 / ns.max(1) as f64)
+            .sum();
+        (shortest, replies.round() as u64)
+    });
+    let mut merged = Outcome {
+        elapsed_ns: outcomes.iter().map(|o| o.elapsed_ns).max().unwrap_or(0),
+        rtts_ns: Vec::with_capacity(outcomes.iter().map(|o| o.rtts_ns.len()).sum()),
+        sent: outcomes.iter().map(|o| o.sent).sum(),
+        window,
+        connect_ns: outcomes.iter().filter_map(|o| o.connect_ns).max(),
+    };
+    for outcome in outcomes {
+        merged.rtts_ns.extend(outcome.rtts_ns);
+    }
+    merged
+}
+
+/// `clients` lock-step clients (`bench peer fleet` processes), `requests`
 /// each, through `broker`, to workers with the given service times; every
 /// connection over CURVE if given keys.
 fn through_broker(
@@ -609,11 +781,37 @@ fn through_broker(
     options: &Options,
     curve: Option<&Keys>,
 ) -> anyhow::Result<Run> {
-    let (mut broker, frontend, backend) = broker_kind.start(curve)?;
+    let extra = curve.map(Keys::server_args).unwrap_or_default();
+    through_broker_with(
+        broker_kind,
+        extra,
+        work_ms,
+        clients,
+        requests,
+        options,
+        curve,
+    )
+}
+
+/// [`through_broker`], the broker started with `extra` options (ours only).
+fn through_broker_with(
+    broker_kind: Broker,
+    extra: Vec<String>,
+    work_ms: &[u64],
+    clients: usize,
+    requests: u64,
+    options: &Options,
+    curve: Option<&Keys>,
+) -> anyhow::Result<Run> {
+    let (mut broker, frontend, backend) = broker_kind.start_with(extra)?;
     let mut workers = broker_kind.workers(&broker, &backend, work_ms, curve)?;
     let curve_args = curve.map(Keys::client_args).unwrap_or_default();
     let mut fleet = fleet(&frontend, clients, requests, options, &curve_args)?;
-    let run = Run::from_outcome(outcome(&mut fleet, options)?, &broker);
+    // A broker that died is the cause of whatever the clients saw.
+    let outcome = outcome(&mut fleet, options);
+    still_running(&mut broker, "broker")?;
+    let outcome = outcome.map_err(|error| with_server_warning(error, &broker))?;
+    let run = Run::from_outcome(outcome, &broker);
     for worker in &mut workers {
         worker.stop();
     }
@@ -708,24 +906,58 @@ pub fn balance(options: &Options) -> anyhow::Result<Vec<Row>> {
     measure(variants, options)
 }
 
-/// 1, 10, 100, 1000 concurrent lock-step clients through `broker --mode lb`.
+/// The steps of `bench scale` when `--scale-steps` is not given; `bench
+/// all` leaves out the last one, to stay under two minutes.
+pub const SCALE_STEPS: [usize; 5] = [1, 10, 100, 1_000, 10_000];
+
+/// Steps with more clients than this start the broker with `--io-threads
+/// 2`, as its help advises for thousands of clients: on one I/O thread,
+/// libzmq's timer list of 10,000 connections stalls the broker for
+/// seconds at every heartbeat (src/plumbing/cli.rs). Smaller steps run it
+/// as a classroom does, with one.
+pub const ONE_IO_THREAD_UP_TO: usize = 2_500;
+
+/// Concurrent lock-step clients through `broker --mode lb`, one row per
+/// step of `options.scale_steps`, and through `broker --mode proxy` at the
+/// largest step. Each step's clients connect all at once (the connection
+/// storm, its time in the `conn s` column) before their requests are
+/// measured.
 pub fn scale(options: &Options) -> anyhow::Result<Vec<Row>> {
-    let variants = options
+    let largest = options.scale_steps.iter().copied().max().unwrap_or(0);
+    let mut steps: Vec<(Broker, usize)> = options
         .scale_steps
         .iter()
+        .map(|&clients| (Broker::Lb, clients))
+        .collect();
+    steps.push((Broker::Proxy, largest));
+    let variants = steps
+        .into_iter()
         .enumerate()
-        .map(|(i, &clients)| {
+        .map(|(i, (kind, clients))| {
+            let mode = if kind == Broker::Lb { "lb" } else { "proxy" };
+            let (extra, threads) = if clients > ONE_IO_THREAD_UP_TO {
+                (
+                    vec!["--io-threads".to_string(), "2".into()],
+                    " --io-threads 2",
+                )
+            } else {
+                (Vec::new(), "")
+            };
             let variant = Variant {
                 scenario: "scale",
-                name: format!("broker --mode lb, {}", Count::new(clients as u64, "client")),
+                name: format!(
+                    "broker --mode {mode}{threads}, {}",
+                    Count::new(clients as u64, "client")
+                ),
                 baseline: i == 0,
                 clients,
                 workers: options.workers,
             };
             let per_client = (options.scale_requests / clients.max(1) as u64).max(1);
             let once: Once<'_> = Box::new(move || {
-                through_broker(
-                    Broker::Lb,
+                through_broker_with(
+                    kind,
+                    extra.clone(),
                     &vec![0; options.workers],
                     clients,
                     per_client,
@@ -1030,6 +1262,7 @@ fn kills(options: &Options) -> anyhow::Result<Vec<Row>> {
         latency,
         server_rss_mib: None,
         server_cpu_s: None,
+        connect_s: None,
         ratio: None,
     };
     Ok(vec![

@@ -6,6 +6,7 @@
 //! ```text
 //! cargo run --release --bin bench -- all                 # every scenario, under two minutes
 //! cargo run --release --bin bench -- broker --clients 8  # one scenario, other sizes
+//! cargo run --release --bin bench -- scale               # 1 to 10,000 clients, about a minute
 //! cargo run --release --bin bench -- all --json > report.json
 //! cargo run --release --bin bench -- chart report.json docs/bench.svg
 //! ```
@@ -16,7 +17,7 @@
 //! | `broker` | what does a broker hop cost? and CURVE on both hops? | `zmq::proxy` |
 //! | `pipeline` | what does "DEALER is asynchronous" buy? | lock-step REQ |
 //! | `balance` | what does load balancing buy with one slow worker? | round robin |
-//! | `scale` | do 1000 clients get through, and in how much memory? | 1 client |
+//! | `scale` | do 10,000 clients get through one broker, how fast, in how much memory? | 1 client |
 //! | `page` | what does the live page (`broker --http`) cost while watched? | the lb broker without it |
 //! | `failover` | what do two brokers cost, and what does a broker's death cost? | 1 broker |
 //! | `wire` | what does the relay that shows the bytes cost a round trip, and memory? | bare REQ/REP, direct |
@@ -30,6 +31,19 @@
 //! `--run-ms` at most (or its request count, if that comes first), so every
 //! variant of a scenario is measured over the same time. The code is in
 //! `src/bench/`.
+//!
+//! `scale` runs 1, 10, 100, 1,000 and 10,000 concurrent lock-step clients
+//! through `broker --mode lb`, and through `--mode proxy` at the largest
+//! step (`bench all` stops at 1,000, to stay under two minutes). The clients
+//! are `bench peer fleet` processes of 2,500 clients at most, which all
+//! connect at once and are measured only once each has had a first reply
+//! (the `conn s` column: how long that connection storm took). Steps over
+//! 2,500 clients start the broker with `--io-threads 2`. After the table, a
+//! `scale:` block sets the rows against the broker's targets: nothing lost,
+//! peak memory under 512 MiB, and at least 0.8 of the throughput at 100
+//! clients with 1,000, 0.5 with 10,000. Where a limit of the system stops a
+//! run (open files, the listen backlog), the error says which and how to
+//! raise it.
 //!
 //! `failover` has two kinds of rows. The first two compare throughput with
 //! one lb broker and with two (workers and clients connected to both). The
@@ -74,7 +88,7 @@ enum Command {
     Pipeline(RunArgs),
     /// One slow worker among fast ones: round robin against load balancing
     Balance(RunArgs),
-    /// 1, 10, 100, 1000 concurrent clients through the lb broker
+    /// 1 to 10,000 concurrent clients through the lb broker (and proxy at the largest step)
     Scale(RunArgs),
     /// The lb broker with its live page watched (--http), and without
     Page(RunArgs),
@@ -127,9 +141,10 @@ struct RunArgs {
     /// Requests in flight for the DEALER of the pipeline scenario
     #[arg(long, default_value_t = 16)]
     window: u64,
-    /// Concurrent clients at each step of the scale scenario
-    #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000")]
-    scale_steps: Vec<usize>,
+    /// Concurrent clients at each step of the scale scenario [default:
+    /// 1,10,100,1000,10000; with `all`, 1,10,100,1000]
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    scale_steps: Option<Vec<u64>>,
     /// Requests per step of the scale scenario, spread over its clients
     #[arg(long, default_value_t = 20_000)]
     scale_requests: u64,
@@ -160,7 +175,14 @@ struct RunArgs {
 }
 
 impl RunArgs {
-    fn options(&self) -> Options {
+    /// The options; `all` for `bench all`, which leaves the 10,000-client
+    /// step out unless `--scale-steps` asks for it.
+    fn options(&self, all: bool) -> Options {
+        let default_steps = if all {
+            &scenarios::SCALE_STEPS[..scenarios::SCALE_STEPS.len() - 1]
+        } else {
+            &scenarios::SCALE_STEPS[..]
+        };
         let mut options = Options {
             size: self.size,
             round_trips: self.round_trips,
@@ -172,7 +194,10 @@ impl RunArgs {
             fast_ms: self.fast_ms,
             slow_factor: self.slow_factor,
             window: self.window,
-            scale_steps: self.scale_steps.clone(),
+            scale_steps: self.scale_steps.as_ref().map_or_else(
+                || default_steps.to_vec(),
+                |steps| steps.iter().map(|&n| n as usize).collect(),
+            ),
             scale_requests: self.scale_requests,
             repeat: self.repeat as usize,
             run: Duration::from_millis(self.run_ms),
@@ -265,6 +290,9 @@ enum Peer {
         stall_s: u64,
         #[arg(long)]
         run_ms: u64,
+        /// Once connected, wait for SIGUSR1 before the measured requests
+        #[arg(long)]
+        wait_for_go: bool,
         /// CURVE: the server's public key (with --curve-secret-key-file);
         /// it may start with '-', a Z85 character
         #[arg(long, allow_hyphen_values = true)]
@@ -294,6 +322,7 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<()> {
     type Scenario = fn(&Options) -> anyhow::Result<Vec<bench::Row>>;
+    let all = matches!(command, Command::All(_));
     let (args, chosen): (RunArgs, Vec<Scenario>) = match command {
         Command::Peer(peer) => return run_peer(peer),
         Command::Chart { json, svg } => {
@@ -331,7 +360,7 @@ fn run(command: Command) -> anyhow::Result<()> {
     if cfg!(debug_assertions) && !args.tiny {
         eprintln!("bench: this is a debug build; for figures that mean something, use --release");
     }
-    let options = args.options();
+    let options = args.options(all);
     let mut rows = Vec::new();
     for scenario in chosen {
         rows.extend(scenario(&options)?);
@@ -438,10 +467,10 @@ fn run_peer(peer: Peer) -> anyhow::Result<()> {
             size,
             stall_s,
             run_ms,
+            wait_for_go,
             curve_server_key,
             curve_secret_key_file,
         } => {
-            zmq_reqrep::plumbing::limits::raise_open_files();
             let credentials = Credentials::load(&ClientSecurityArgs {
                 curve_server_key,
                 curve_secret_key_file,
@@ -455,6 +484,7 @@ fn run_peer(peer: Peer) -> anyhow::Result<()> {
                 Duration::from_secs(stall_s),
                 Duration::from_millis(run_ms),
                 &credentials,
+                wait_for_go,
             )
         }
         Peer::FailoverClients {

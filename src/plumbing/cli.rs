@@ -149,6 +149,14 @@ pub struct LimitArgs {
         value_parser = clap::value_parser!(u64).range(1..=i64::MAX as u64)
     )]
     pub max_message_bytes: u64,
+
+    /// libzmq I/O threads (ZMQ_IO_THREADS), which carry the connections.
+    /// One serves a classroom best. For thousands of clients give 2: each
+    /// thread keeps its connections' timers in one list, walked whenever a
+    /// handshake ends or a heartbeat is answered, and 10,000 connections
+    /// on one thread stall it for seconds every heartbeat interval (10 s)
+    #[arg(long, env, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=16))]
+    pub io_threads: i32,
 }
 
 impl LimitArgs {

@@ -16,9 +16,12 @@
 //! # Ok(()) }
 //! ```
 //!
-//! [`Hardening::new`] raises the open-files limit (a descriptor per peer),
-//! seeds the routing ids (below) and opens the [`Gate`]: who may join
-//! (`--allow`, PLAIN, CURVE; src/security/). [`Hardening::apply`] sets the
+//! [`Hardening::new`] sets the context's I/O threads (`--io-threads`),
+//! raises the open-files limit (a descriptor per peer), seeds the routing
+//! ids (below) and opens the gate: who may join (`--allow`, PLAIN, CURVE).
+//! The gate is src/security/'s: it builds on this module, which only
+//! knows it through the [`OpenGate`] and [`Gate`] traits, implemented
+//! there for the security options. [`Hardening::apply`] sets the
 //! limits below, the linger, ZMTP heartbeats (src/plumbing/keepalive.rs),
 //! the gate's checks, and starts the monitor that logs the peers libzmq
 //! refuses or drops. Drop order matters and follows from declaration
@@ -75,15 +78,32 @@ use std::time::Duration;
 use tracing::warn;
 
 use crate::LINGER_MS;
-use crate::plumbing::cli::{LimitArgs, ServerSecurityArgs};
+use crate::plumbing::cli::LimitArgs;
+#[cfg(doc)]
+use crate::plumbing::cli::ServerSecurityArgs;
 use crate::plumbing::keepalive;
 use crate::plumbing::monitor::{self, OpenConnections, Watch};
-use crate::security::Gate;
+
+/// Who may join a listening socket, as the role's security options have
+/// set it up (src/security/ implements it: `security::Gate`).
+pub trait Gate {
+    /// Makes `socket` check its peers (call before `bind`); `kind` names it
+    /// in the refusal lines.
+    fn protect(&self, socket: &zmq::Socket, kind: &'static str) -> zmq::Result<()>;
+}
+
+/// A role's security options, which open its [`Gate`] (src/security/
+/// implements it for [`ServerSecurityArgs`]).
+pub trait OpenGate {
+    /// Opens the gate in `ctx` (its ZAP handler, if it needs one). A bad
+    /// security file or combination is a usage error (exit 2).
+    fn open_gate(&self, ctx: &zmq::Context) -> anyhow::Result<Box<dyn Gate>>;
+}
 
 /// Pending connections a listening socket queues (ZMQ_BACKLOG). libzmq's
 /// default of 100 drops the excess when a thousand clients connect at once,
 /// and TCP retries a dropped connection only after a second.
-pub const LISTEN_BACKLOG: i32 = 1024;
+pub const LISTEN_BACKLOG: i32 = 65535;
 
 /// Messages a listening socket queues per connection, each way
 /// (ZMQ_RCVHWM, ZMQ_SNDHWM); see the module header for what it bounds. A
@@ -124,22 +144,24 @@ pub struct Listener {
 pub struct Hardening {
     ctx: zmq::Context,
     limits: LimitArgs,
-    gate: Gate,
+    gate: Box<dyn Gate>,
 }
 
 impl Hardening {
-    /// Raises the open-files limit, seeds the routing ids and opens the
-    /// gate (a ZAP handler in `ctx`, if any `security` option is set).
+    /// Sets the context's I/O threads (`--io-threads`), raises the
+    /// open-files limit, seeds the routing ids and opens the gate (a ZAP
+    /// handler in `ctx`, if any `security` option is set).
     /// Call it before the role creates its first socket. A bad security
     /// file or combination is a usage error (exit 2).
     pub fn new(
         ctx: &zmq::Context,
         limits: &LimitArgs,
-        security: &ServerSecurityArgs,
+        security: &impl OpenGate,
     ) -> anyhow::Result<Hardening> {
+        ctx.set_io_threads(limits.io_threads)?; // before the first socket (the gate's)
         crate::plumbing::limits::raise_open_files(); // a descriptor per peer
         seed_routing_ids();
-        let gate = Gate::open(ctx, security)?;
+        let gate = security.open_gate(ctx)?;
         Ok(Hardening {
             ctx: ctx.clone(),
             limits: limits.clone(),

@@ -41,13 +41,30 @@
 //! are logged without an address: their descriptors are closed and reused
 //! so fast that a look at them could find another connection.
 //!
+//! A duplicate is a second descriptor per peer, and a listener facing
+//! thousands of clients must not run out of descriptors for its own
+//! connections: the thread keeps at most a quarter of the open-files limit
+//! in duplicates ([`KEPT_SHARE`]), which leaves three quarters for the
+//! connections. Past that, a peer's address is read and the duplicate
+//! closed at once, and when such a peer leaves, the log cannot tell its own
+//! goodbye from a cut by libzmq.
+//!
+//! Many peers at once (a class of 10,000 clients starting together) would
+//! make as many lines: at most [`LINES_PER_SECOND`] connection lines a
+//! second are logged one by one, and the rest are counted and summed up in
+//! one line a second later. When libzmq cannot accept a connection at all
+//! (`ACCEPT_FAILED`: no descriptor left, most often), one warning says
+//! which limit it hit and how to raise it, repeated at most every
+//! [`ACCEPT_FAILED_EVERY`] with a count: libzmq retries that accept in a
+//! busy loop until a descriptor is free.
+//!
 //! This is best effort: a wrong-type ZeroMQ peer on the same machine can be
 //! refused within microseconds, before this thread has read the ACCEPTED
 //! event. It is still reported, as "a peer", without its address; and should
 //! its descriptor number already belong to the next connection, the warning
 //! may name that connection's address.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::ErrorKind;
 use std::net::TcpStream;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -59,8 +76,8 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
+use crate::plumbing::limits;
 use crate::plumbing::logging::Count;
-use crate::security::handshake;
 
 const EVENT_ACCEPTED: u16 = zmq::SocketEvent::ACCEPTED as u16;
 const EVENT_DISCONNECTED: u16 = zmq::SocketEvent::DISCONNECTED as u16;
@@ -69,6 +86,19 @@ const EVENT_HANDSHAKE_SUCCEEDED: u16 = zmq::SocketEvent::HANDSHAKE_SUCCEEDED as 
 const EVENT_HANDSHAKE_FAILED_NO_DETAIL: u16 = zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as u16;
 const EVENT_HANDSHAKE_FAILED_PROTOCOL: u16 = zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as u16;
 const EVENT_HANDSHAKE_FAILED_AUTH: u16 = zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as u16;
+const EVENT_ACCEPT_FAILED: u16 = zmq::SocketEvent::ACCEPT_FAILED as u16;
+
+/// The share of the open-files limit the monitor may hold in duplicate
+/// descriptors: a quarter.
+pub const KEPT_SHARE: u64 = 4;
+
+/// Connection lines (a peer connected, disconnected, dropped) logged one by
+/// one per second, at most; the others are counted and summed up.
+pub const LINES_PER_SECOND: u32 = 100;
+
+/// How often the warning about connections libzmq could not accept is
+/// repeated while it goes on.
+pub const ACCEPT_FAILED_EVERY: Duration = Duration::from_secs(10);
 
 /// Starts a thread that logs the connections of `socket` (call before
 /// `bind`), and returns its handle, or `None` if no thread could be started
@@ -103,8 +133,12 @@ pub fn watch(
             | EVENT_HANDSHAKE_FAILED_NO_DETAIL
             | EVENT_HANDSHAKE_FAILED_PROTOCOL
             | EVENT_HANDSHAKE_FAILED_AUTH
+            | EVENT_ACCEPT_FAILED
             | EVENT_MONITOR_STOPPED,
     );
+    // Duplicate descriptors kept at most (module header); the role has
+    // raised the limit already.
+    let keep_at_most = limits::open_files().map_or(256, |limit| limit.soft / KEPT_SHARE);
     // No monitor is started without a thread to read it.
     let (receiver, endpoint) = receiver(ctx, "monitor")?;
     // Woken at least this often, so that a longer gap means this process
@@ -120,6 +154,12 @@ pub fn watch(
                 kind,
                 max_message_bytes,
                 peers: HashMap::new(),
+                in_handshake: HashSet::new(),
+                keep_at_most,
+                kept: 0,
+                lines: Lines::default(),
+                overflows: Overflows::new(),
+                refused_accepts: None,
                 handshake_failed: None,
                 hint,
                 open: counted,
@@ -206,6 +246,18 @@ struct Watcher {
     max_message_bytes: u64,
     /// Accepted connections, by libzmq's descriptor.
     peers: HashMap<u32, Peer>,
+    /// Those of `peers` whose handshake may not be over.
+    in_handshake: HashSet<u32>,
+    /// Duplicates kept at most, and kept now.
+    keep_at_most: u64,
+    kept: u64,
+    /// The connection lines logged and held back this second.
+    lines: Lines,
+    /// Connections the kernel turned away, its queue full.
+    overflows: Overflows,
+    /// Accepts that failed (ACCEPT_FAILED): the last errno, when it was
+    /// last logged, and how many failed since.
+    refused_accepts: Option<(u32, Instant, u64)>,
     /// A handshake failure waiting for its connection's DISCONNECTED event.
     handshake_failed: Option<Failure>,
     /// Added to the first handshake-failure warning, then forgotten.
@@ -222,8 +274,11 @@ struct Peer {
     /// `ip:port`, or "a peer" when it could not be read.
     address: String,
     /// Our duplicate of libzmq's descriptor; `None` if libzmq had closed it
-    /// already when the ACCEPTED event was read.
+    /// already when the ACCEPTED event was read, or if it was not kept.
     stream: Option<TcpStream>,
+    /// Its address was read, but its duplicate not kept: a quarter of
+    /// the open-files limit was in duplicates already (module header).
+    unwatched: bool,
     /// Whether its ZeroMQ handshake completed (see `handshake_succeeded`).
     greeted: bool,
     /// Accepted right after this process was stopped: see `accepted`.
@@ -237,7 +292,11 @@ impl Watcher {
             if let Some((event, value, _)) = event {
                 self.event(event, value);
             }
+            let now = Instant::now();
+            self.lines.tick(self.kind, now);
+            self.overflows.check(self.kind, now);
         });
+        self.lines.tick(self.kind, Instant::now() + LINES_WINDOW);
     }
 
     /// Notes a stop of this process (SIGSTOP, Ctrl-Z, `docker pause`):
@@ -272,8 +331,37 @@ impl Watcher {
                 self.handshake_failed = Some(Failure::Auth(value));
             }
             EVENT_DISCONNECTED => self.disconnected(value),
+            EVENT_ACCEPT_FAILED => self.accept_failed(value),
             _ => {}
         }
+    }
+
+    /// libzmq could not accept a connection: said once, then at most every
+    /// [`ACCEPT_FAILED_EVERY`] with a count, for libzmq retries at once
+    /// (the connection waits in the kernel's queue meanwhile).
+    fn accept_failed(&mut self, errno: u32) {
+        let now = Instant::now();
+        if let Some((last, at, more)) = &mut self.refused_accepts {
+            if *last == errno && now.duration_since(*at) < ACCEPT_FAILED_EVERY {
+                *more += 1;
+                return;
+            }
+        }
+        let again = match self.refused_accepts.take() {
+            Some((_, at, more)) if more > 0 => format!(
+                " ({} more since the last such line, {:.0} s ago)",
+                Count::new(more, "failure"),
+                now.duration_since(at).as_secs_f64()
+            ),
+            _ => String::new(),
+        };
+        warn!(
+            "{}: cannot accept a connection ({}): {}{again}",
+            self.kind,
+            errno_text(errno),
+            accept_failure_advice(errno, self.peers.len())
+        );
+        self.refused_accepts = Some((errno, now, 0));
     }
 
     fn accepted(&mut self, fd: u32) {
@@ -289,16 +377,16 @@ impl Watcher {
                  is not read: the descriptor may be another connection's by now)",
                 self.kind
             );
-            self.peers.insert(
+            self.insert(
                 fd,
                 Peer {
                     address: "a peer".into(),
                     stream: None,
+                    unwatched: false,
                     greeted: false,
                     late: true,
                 },
             );
-            self.open.0.store(self.peers.len(), Ordering::Relaxed);
             return;
         }
         let peer = match duplicate(fd) {
@@ -307,10 +395,17 @@ impl Watcher {
                     |_| "a local peer".to_string(),
                     |address| address.to_string(),
                 );
-                info!("{}: {address} connected", self.kind);
+                let kind = self.kind;
+                self.lines
+                    .info(Held::Connected, || format!("{kind}: {address} connected"));
+                // Within the share of the limit, keep it; past it, close it
+                // now.
+                let keep = self.kept < self.keep_at_most;
+                self.kept += u64::from(keep);
                 Peer {
                     address,
-                    stream: Some(stream),
+                    stream: keep.then_some(stream),
+                    unwatched: !keep,
                     greeted: false,
                     late: false,
                 }
@@ -320,11 +415,18 @@ impl Watcher {
             None => Peer {
                 address: "a peer".into(),
                 stream: None,
+                unwatched: false,
                 greeted: false,
                 late: false,
             },
         };
+        self.insert(fd, peer);
+    }
+
+    fn insert(&mut self, fd: u32, peer: Peer) {
+        self.overflows.accepted += 1;
         self.peers.insert(fd, peer);
+        self.in_handshake.insert(fd);
         self.open.0.store(self.peers.len(), Ordering::Relaxed);
     }
 
@@ -333,25 +435,35 @@ impl Watcher {
     /// several, all get the benefit of the doubt (no false alarm, at the
     /// price of missing a refusal among simultaneous arrivals).
     fn handshake_succeeded(&mut self) {
-        for peer in self.peers.values_mut() {
-            peer.greeted = true;
+        for fd in self.in_handshake.drain() {
+            if let Some(peer) = self.peers.get_mut(&fd) {
+                peer.greeted = true;
+            }
         }
     }
 
     fn disconnected(&mut self, fd: u32) {
         let kind = self.kind;
         let removed = self.peers.remove(&fd);
+        self.in_handshake.remove(&fd);
         self.open.0.store(self.peers.len(), Ordering::Relaxed);
+        if removed.as_ref().is_some_and(|peer| peer.stream.is_some()) {
+            self.kept -= 1;
+        }
         let Some(Peer {
             address,
             stream,
+            unwatched,
             greeted,
             late,
         }) = removed
         else {
-            info!("{kind}: a peer disconnected");
+            self.lines.info(Held::Disconnected, || {
+                format!("{kind}: a peer disconnected")
+            });
             return;
         };
+        let max = Count::new(self.max_message_bytes, "byte");
         match self.handshake_failed.take() {
             // The ZAP handler refused it, and has logged who and why
             // (src/security/), rate-limited: saying it again here would
@@ -360,18 +472,22 @@ impl Watcher {
                 debug!("{kind}: {address} refused by the ZAP handler (status {status})");
                 return;
             }
-            Some(Failure::Protocol(handshake::MECHANISM_MISMATCH)) => {
-                warn!(
-                    "{kind}: dropped {address}: it uses another security mechanism than this \
-                     socket (NULL, PLAIN or CURVE)"
-                );
+            Some(Failure::Protocol(MECHANISM_MISMATCH)) => {
+                self.lines.warn(|| {
+                    format!(
+                        "{kind}: dropped {address}: it uses another security mechanism than \
+                         this socket (NULL, PLAIN or CURVE)"
+                    )
+                });
                 return;
             }
             Some(Failure::Protocol(code)) => {
-                warn!(
-                    "{kind}: dropped {address}: ZeroMQ handshake failed ({})",
-                    handshake::protocol_error(code)
-                );
+                self.lines.warn(|| {
+                    format!(
+                        "{kind}: dropped {address}: ZeroMQ handshake failed ({})",
+                        protocol_error(code)
+                    )
+                });
                 return;
             }
             // A connection error or a timeout. A socket-type mismatch that
@@ -430,39 +546,68 @@ impl Watcher {
                         self.take_hint(),
                     ),
                 };
-                warn!(
-                    "{kind}: dropped {address}: ZeroMQ handshake failed ({reason}): {what}{hint}"
-                );
+                self.lines.warn(|| {
+                    format!(
+                        "{kind}: dropped {address}: ZeroMQ handshake failed ({reason}): \
+                         {what}{hint}"
+                    )
+                });
                 return;
             }
             None => {}
         }
-        let Some(stream) = stream else {
-            let max = self.max_message_bytes;
-            if late {
-                if greeted {
-                    info!("{kind}: a peer disconnected");
-                } else {
-                    warn!(
-                        "{kind}: dropped a peer during its handshake, accepted right after \
-                         this process was stopped: most likely one that gave up waiting \
-                         meanwhile"
-                    );
-                }
-            } else if greeted {
-                warn!(
-                    "{kind}: lost a peer right after its handshake, too fast to read its \
-                     address: it left at once, or libzmq dropped it for a frame over \
-                     --max-message-bytes ({}) or a malformed frame",
-                    Count::new(max, "byte")
-                );
+        if unwatched {
+            // Its address is known, but not who closed the connection.
+            if greeted {
+                self.lines.info(Held::Disconnected, || {
+                    format!(
+                        "{kind}: {address} disconnected, or libzmq cut it (with this many \
+                         connections open, who closed one is not checked)"
+                    )
+                });
             } else {
                 let hint = self.take_hint();
-                warn!(
-                    "{kind}: dropped a peer during its handshake, too fast to read its \
-                     address: not a ZeroMQ peer, or a socket type that cannot talk to this one\
-                     {hint}"
-                );
+                self.lines.warn(|| {
+                    format!(
+                        "{kind}: dropped {address} during its handshake: not a ZeroMQ peer, a \
+                         socket type that cannot talk to this one, or it hung up{hint}"
+                    )
+                });
+            }
+            return;
+        }
+        let Some(stream) = stream else {
+            if late {
+                if greeted {
+                    self.lines.info(Held::Disconnected, || {
+                        format!("{kind}: a peer disconnected")
+                    });
+                } else {
+                    self.lines.warn(|| {
+                        format!(
+                            "{kind}: dropped a peer during its handshake, accepted right after \
+                             this process was stopped: most likely one that gave up waiting \
+                             meanwhile"
+                        )
+                    });
+                }
+            } else if greeted {
+                self.lines.warn(|| {
+                    format!(
+                        "{kind}: lost a peer right after its handshake, too fast to read its \
+                         address: it left at once, or libzmq dropped it for a frame over \
+                         --max-message-bytes ({max}) or a malformed frame"
+                    )
+                });
+            } else {
+                let hint = self.take_hint();
+                self.lines.warn(|| {
+                    format!(
+                        "{kind}: dropped a peer during its handshake, too fast to read its \
+                         address: not a ZeroMQ peer, or a socket type that cannot talk to this \
+                         one{hint}"
+                    )
+                });
             }
             return;
         };
@@ -482,23 +627,190 @@ impl Watcher {
             // After the handshake, libzmq only checks frames (their syntax
             // and ZMQ_MAXMSGSIZE) and, with heartbeats on, that the peer
             // answers them (src/plumbing/keepalive.rs).
-            (true, true) => warn!(
-                "{kind}: dropped {address} after its handshake: a frame over \
-                 --max-message-bytes ({}), a malformed frame, or silence after \
-                 a heartbeat (a frozen or unreachable peer)",
-                Count::new(self.max_message_bytes, "byte")
-            ),
-            (true, false) => warn!(
-                "{kind}: dropped {address}: it broke the ZeroMQ handshake (not a ZeroMQ \
-                 peer, or a socket type that cannot talk to this one){hint}"
-            ),
+            (true, true) => self.lines.warn(|| {
+                format!(
+                    "{kind}: dropped {address} after its handshake: a frame over \
+                     --max-message-bytes ({max}), a malformed frame, or silence after \
+                     a heartbeat (a frozen or unreachable peer)"
+                )
+            }),
+            (true, false) => self.lines.warn(|| {
+                format!(
+                    "{kind}: dropped {address}: it broke the ZeroMQ handshake (not a ZeroMQ \
+                     peer, or a socket type that cannot talk to this one){hint}"
+                )
+            }),
             // A ZeroMQ socket of an incompatible type refuses us too, and a
             // port scan just leaves.
-            (false, false) => warn!(
-                "{kind}: dropped {address}: it hung up during the ZeroMQ handshake \
-                 (a socket type that cannot talk to this one, or not a ZeroMQ peer){hint}"
+            (false, false) => self.lines.warn(|| {
+                format!(
+                    "{kind}: dropped {address}: it hung up during the ZeroMQ handshake \
+                     (a socket type that cannot talk to this one, or not a ZeroMQ peer){hint}"
+                )
+            }),
+            (false, true) => self.lines.info(Held::Disconnected, || {
+                format!("{kind}: {address} disconnected")
+            }),
+        }
+    }
+}
+
+/// The kernel's count of connections turned away for a full accept queue
+/// ([`limits::listen_overflows`]), looked at once a second: when it grew
+/// while this socket was accepting connections, most likely they were
+/// this socket's (the count covers the whole host, or container).
+struct Overflows {
+    /// The count when last looked at, and when that was.
+    last: Option<(u64, Instant)>,
+    /// Connections accepted since.
+    accepted: u64,
+    /// When the last warning was logged, and the overflows since.
+    warned: Option<(Instant, u64)>,
+}
+
+impl Overflows {
+    fn new() -> Overflows {
+        Overflows {
+            last: limits::listen_overflows().map(|count| (count, Instant::now())),
+            accepted: 0,
+            warned: None,
+        }
+    }
+
+    fn check(&mut self, kind: &str, now: Instant) {
+        let Some((before, at)) = self.last else {
+            return;
+        };
+        let elapsed = now.duration_since(at);
+        if elapsed < LINES_WINDOW {
+            return;
+        }
+        let Some(count) = limits::listen_overflows() else {
+            self.last = None;
+            return;
+        };
+        self.last = Some((count, now));
+        let turned_away = count.saturating_sub(before);
+        let accepted = std::mem::take(&mut self.accepted);
+        if turned_away == 0 || accepted == 0 {
+            return;
+        }
+        // One line at most every ACCEPT_FAILED_EVERY, counting the others.
+        if let Some((warned_at, more)) = &mut self.warned {
+            if now.duration_since(*warned_at) < ACCEPT_FAILED_EVERY {
+                *more += turned_away;
+                return;
+            }
+        }
+        let since = match self.warned.take() {
+            Some((warned_at, more)) if more > 0 => format!(
+                " ({more} more since the last such line, {:.0} s ago)",
+                now.duration_since(warned_at).as_secs_f64()
             ),
-            (false, true) => info!("{kind}: {address} disconnected"),
+            _ => String::new(),
+        };
+        let (queue, advice) = match limits::backlog_cap() {
+            Some(cap) if cap < LISTEN_BACKLOG_ASKED => (
+                format!(" (it holds {cap}: net.core.somaxconn caps the backlog)"),
+                "; raise it with `sysctl -w net.core.somaxconn=65535` (in a container: \
+                 `sysctls:` in its compose file)",
+            ),
+            _ => (String::new(), "; the process accepts as fast as it can"),
+        };
+        warn!(
+            "{kind}: the kernel turned away {} in the last {:.1} s, its queue of connections \
+             waiting to be accepted full{queue}{since}: TCP tries each such connection \
+             again after 1 s, then 3 s, 7 s...{advice}",
+            Count::new(turned_away, "connection attempt"),
+            elapsed.as_secs_f64()
+        );
+        self.warned = Some((now, 0));
+    }
+}
+
+/// The backlog the listening sockets ask for (see
+/// [`crate::plumbing::listener::LISTEN_BACKLOG`]).
+const LISTEN_BACKLOG_ASKED: u64 = crate::plumbing::listener::LISTEN_BACKLOG as u64;
+
+/// Which connection line was held back (see [`Lines`]).
+#[derive(Clone, Copy)]
+enum Held {
+    Connected,
+    Disconnected,
+    Dropped,
+}
+
+/// How long one window of [`LINES_PER_SECOND`] lasts.
+const LINES_WINDOW: Duration = Duration::from_secs(1);
+
+/// The connection lines of the current second: at most
+/// [`LINES_PER_SECOND`] are logged, the rest counted and summed up once
+/// the second is over.
+#[derive(Default)]
+struct Lines {
+    /// When the current second began: its first line.
+    since: Option<Instant>,
+    logged: u32,
+    /// Held back: connected, disconnected, dropped (warnings).
+    held: [u64; 3],
+}
+
+impl Lines {
+    /// Whether one more line may be logged now; counts it as `held` if not.
+    fn admit(&mut self, held: Held) -> bool {
+        self.since.get_or_insert_with(Instant::now);
+        if self.logged < LINES_PER_SECOND {
+            self.logged += 1;
+            return true;
+        }
+        self.held[held as usize] += 1;
+        false
+    }
+
+    fn info(&mut self, held: Held, line: impl FnOnce() -> String) {
+        if self.admit(held) {
+            info!("{}", line());
+        }
+    }
+
+    fn warn(&mut self, line: impl FnOnce() -> String) {
+        if self.admit(Held::Dropped) {
+            warn!("{}", line());
+        }
+    }
+
+    /// Once the second is over: the summary of the lines held back, if
+    /// any, and a new second.
+    fn tick(&mut self, kind: &str, now: Instant) {
+        let Some(since) = self.since else { return };
+        let elapsed = now.saturating_duration_since(since);
+        if elapsed < LINES_WINDOW {
+            return;
+        }
+        let [connected, disconnected, dropped] = std::mem::take(&mut self.held);
+        *self = Lines::default();
+        if connected + disconnected + dropped == 0 {
+            return;
+        }
+        let parts: Vec<String> = [
+            (connected, "connected"),
+            (disconnected, "disconnected"),
+            (dropped, "dropped"),
+        ]
+        .into_iter()
+        .filter(|&(count, _)| count > 0)
+        .map(|(count, what)| format!("{count} {what}"))
+        .collect();
+        let line = format!(
+            "{kind}: {} in the last {:.1} s, not logged one by one (at most \
+             {LINES_PER_SECOND} connection lines a second are)",
+            parts.join(", "),
+            elapsed.as_secs_f64()
+        );
+        if dropped > 0 {
+            warn!("{line}");
+        } else {
+            info!("{line}");
         }
     }
 }
@@ -627,6 +939,58 @@ fn bytes_received(stream: &TcpStream) -> Option<u64> {
 #[cfg(not(target_os = "linux"))]
 fn bytes_received(_: &TcpStream) -> Option<u64> {
     None
+}
+
+/// ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH: the peer's NULL, PLAIN or
+/// CURVE is not this socket's.
+pub const MECHANISM_MISMATCH: u32 = 0x1100_0002;
+
+/// A libzmq protocol error code (the value of a HANDSHAKE_FAILED_PROTOCOL
+/// event, `ZMQ_PROTOCOL_ERROR_*` in zmq.h) in words.
+pub fn protocol_error(code: u32) -> String {
+    let words = match code {
+        0x1000_0001 => "an unexpected ZMTP command",
+        0x1000_0002 => "ZMTP commands out of sequence",
+        0x1000_0003 => "a failed key exchange",
+        0x1000_0011..=0x1000_0017 => "a malformed ZMTP command",
+        0x1000_0018 => "invalid metadata in the handshake",
+        0x1100_0001 => {
+            "a CURVE message that did not decrypt (a wrong server key on the client's side?)"
+        }
+        MECHANISM_MISMATCH => {
+            "the two sides use different security mechanisms (NULL, PLAIN, CURVE)"
+        }
+        0x2000_0000..=0x2000_0005 => "a malformed reply from the ZAP handler",
+        _ => "a ZeroMQ protocol error",
+    };
+    format!("{words} ({code:#x})")
+}
+
+/// What an ACCEPT_FAILED event's errno means for a listener holding
+/// `open` connections, and what to do about it.
+fn accept_failure_advice(errno: u32, open: usize) -> String {
+    let peers = Count::new(open as u64, "connection");
+    match i32::try_from(errno) {
+        Ok(libc::EMFILE) => {
+            let limit = match limits::open_files() {
+                Ok(limit) => format!(
+                    "this process has used up its open-files limit of {} with {peers} open; {}",
+                    limit.soft,
+                    limit.how_to_raise()
+                ),
+                Err(_) => {
+                    format!("this process has used up its open-files limit with {peers} open")
+                }
+            };
+            format!(
+                "{limit}. The connection waits in the kernel's queue until a descriptor is \
+                 free, and libzmq retries the accept meanwhile, in a busy loop"
+            )
+        }
+        Ok(libc::ENFILE) => "the whole system is out of file descriptors (fs.file-max)".into(),
+        Ok(libc::ENOBUFS | libc::ENOMEM) => "the kernel is out of memory for sockets".into(),
+        _ => format!("libzmq gave up on one connection, with {peers} open"),
+    }
 }
 
 /// The errno a monitor event carries, in words.

@@ -1,279 +1,276 @@
-//! Buffered stdout and stderr, flushed every 100 ms and at exit, that never
-//! make the program wait for whoever reads them.
+//! Standard output and standard error that never make the program wait for
+//! whoever reads them: tracing-appender's non-blocking writer, one per
+//! stream, within a bound of [`HIGH_WATER`] bytes.
 //!
-//! A client prints one line per reply and a server logs one line per request.
-//! Writing each line straight to the terminal costs a system call per message,
-//! which is measurable next to a loopback round trip of a few tens of
-//! microseconds. So a line only goes into memory, a background thread writes
-//! out what has gathered at least every [`FLUSH_INTERVAL`], and [`flush`]
-//! empties it at exit. Under `docker compose logs` or in a terminal, 100 ms is
-//! not noticeable.
+//! A client prints one line per reply and a server logs one line per
+//! request. Writing each line straight to the terminal costs a system call
+//! per message, which is measurable next to a loopback round trip of a few
+//! tens of microseconds, and a reader that stops reading (a pipe nobody
+//! reads, a terminal paused with Ctrl-S) would stop the socket loop with
+//! it. So printing a line only hands it to a background thread (the
+//! library's), which writes out what has gathered, in one system call for
+//! many lines. Once [`HIGH_WATER`] bytes (or [`QUEUED_LINES`] lines) wait
+//! for it, further lines are dropped and counted instead, and when the
+//! output moves again one log line says how many were lost. At exit,
+//! [`flush`] waits at most [`EXIT_WAIT`] for what is queued to be written.
 //!
-//! Printing never writes, so it never waits for the reader: a pipe nobody
-//! reads (a supervisor that does not collect the output), or a terminal
-//! paused with Ctrl-S, stalls the background thread, never a socket loop.
-//! Once [`HIGH_WATER`] bytes wait in memory, further lines are dropped and
-//! counted instead, and when the output moves again one log line says how
-//! many were lost. At exit, [`flush`] waits at most [`EXIT_WAIT`] for a
-//! reader.
+//! What this module adds to the library, and why:
+//! - the bound in bytes: the library counts lines only, and a queue of
+//!   lines of 7 KB each (a worker logging a 100-frame request) would hold
+//!   70 MB before its 10,000-line bound dropped one;
+//! - the wait at exit: the library's guard, when dropped, waits for its
+//!   thread, and should the queue be full (a stuck reader) complains with
+//!   `println!`, which blocks on that very reader. The guard is never
+//!   dropped here; [`flush`] waits instead, with a deadline.
 
-use std::io;
+use std::fmt;
+use std::io::{self, BufWriter, Write};
+use std::mem::ManuallyDrop;
 use std::os::fd::RawFd;
-use std::sync::{Mutex, MutexGuard, OnceLock};
-use std::thread;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tracing::warn;
-
-use crate::plumbing::logging::Count;
-
-/// The longest a written line waits in memory.
-pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 
 /// Past this much unwritten output, new lines are dropped (and counted).
 pub const HIGH_WATER: usize = 1024 * 1024;
 
+/// Past this many unwritten lines, too (short ones); the library's queue
+/// has room for a few more, so that it never drops a line itself.
+pub const QUEUED_LINES: usize = 16 * 1024;
+
 /// How long [`flush`] waits for a reader that is not reading.
 pub const EXIT_WAIT: Duration = Duration::from_secs(1);
 
-/// The largest write that a pipe reported writable takes without waiting
-/// (PIPE_BUF on Linux: a write up to this size fits in one free pipe page).
-const SAFE_WRITE: usize = 4096;
-
-/// One stream: the bytes not written yet, and the descriptor they go to.
-struct Buffer {
-    name: &'static str,
-    fd: RawFd,
-    /// Writes of any size are fine on a regular file: it never makes a
-    /// writer wait for a reader.
-    chunk: usize,
-    /// What printing appends to; only ever held for a moment.
-    pending: Mutex<Pending>,
-    /// What the writer took from `pending` and has not written yet. Whoever
-    /// writes holds this lock while taking `pending`, so chunks leave in
-    /// order.
-    writing: Mutex<Carry>,
-}
-
+/// Output handed to the writer thread and not written out yet, and what
+/// was dropped; shared by the printing threads and the writer thread.
 #[derive(Default)]
-struct Pending {
-    bytes: Vec<u8>,
+struct Queued {
+    lines: AtomicUsize,
+    bytes: AtomicUsize,
     /// Lines dropped since the last report.
-    dropped: u64,
+    dropped: AtomicU64,
+    /// Taken while waiting for `lines` to reach 0 (see [`flush`]).
+    written: Mutex<()>,
+    moved: Condvar,
 }
 
-#[derive(Default)]
-struct Carry {
-    bytes: Vec<u8>,
-    written: usize,
+impl Queued {
+    /// Reserves room for one line of `len` bytes; `false` (and the line
+    /// counted as dropped) if there is none.
+    fn reserve(&self, len: usize) -> bool {
+        let lines = self.lines.fetch_add(1, Ordering::AcqRel);
+        let bytes = self.bytes.fetch_add(len, Ordering::AcqRel);
+        if lines < QUEUED_LINES && bytes < HIGH_WATER {
+            return true;
+        }
+        self.release(1, len);
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+
+    fn release(&self, lines: usize, bytes: usize) {
+        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        if self.lines.fetch_sub(lines, Ordering::AcqRel) == lines {
+            // Empty now: wake whoever waits in `flush`.
+            let _held = lock(&self.written);
+            self.moved.notify_all();
+        }
+    }
 }
 
-impl Buffer {
-    fn new(name: &'static str, fd: RawFd) -> Buffer {
-        Buffer {
-            name,
-            fd,
-            chunk: if is_regular_file(fd) {
-                usize::MAX
-            } else {
-                SAFE_WRITE
-            },
-            pending: Mutex::new(Pending {
-                bytes: Vec::with_capacity(64 * 1024),
-                dropped: 0,
-            }),
-            writing: Mutex::new(Carry::default()),
-        }
-    }
+/// A descriptor written with write(2), never closed: the standard ones
+/// stay open for the process's life.
+struct Descriptor(RawFd);
 
-    /// Appends one line (or one log event), or counts it as dropped when
-    /// [`HIGH_WATER`] bytes already wait.
-    fn append(&self, write: impl FnOnce(&mut Vec<u8>)) {
-        let mut pending = lock(&self.pending);
-        if pending.bytes.len() >= HIGH_WATER {
-            pending.dropped += 1;
-            return;
-        }
-        write(&mut pending.bytes);
-    }
-
-    /// Writes out whatever is pending, waiting for the reader until
-    /// `deadline` at most. `true` once everything is out. A failed write (a
-    /// closed pipe) loses those bytes; the program carries on.
-    fn write_out(&self, deadline: Instant) -> bool {
-        let Some(mut carry) = lock_until(&self.writing, deadline) else {
-            return false; // another writer is stuck on the same reader
-        };
+impl Write for Descriptor {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         loop {
-            if carry.written == carry.bytes.len() {
-                let mut pending = lock(&self.pending);
-                if pending.bytes.is_empty() {
-                    return true;
-                }
-                carry.bytes.clear();
-                carry.written = 0;
-                std::mem::swap(&mut carry.bytes, &mut pending.bytes);
+            // SAFETY: `buf` is valid for `buf.len()` bytes.
+            let n = unsafe { libc::write(self.0, buf.as_ptr().cast(), buf.len()) };
+            if n >= 0 {
+                return Ok(n as usize);
             }
-            let Carry { bytes, written } = &mut *carry;
-            let rest = &bytes[*written..];
-            match write_some(self.fd, &rest[..rest.len().min(self.chunk)], deadline) {
-                Ok(Some(n)) => *written += n,
-                Ok(None) => return false,
-                Err(_) => *written = bytes.len(),
+            let error = io::Error::last_os_error();
+            if error.kind() != io::ErrorKind::Interrupted {
+                return Err(error);
             }
         }
     }
 
-    fn take_dropped(&self) -> u64 {
-        std::mem::take(&mut lock(&self.pending).dropped)
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock leaves bytes, nothing inconsistent:
-    // keep going.
+/// The writer thread's end: a buffer in front of the descriptor.
+struct Sink {
+    name: &'static str,
+    out: BufWriter<Descriptor>,
+    /// In the buffer, not flushed yet: lines, bytes.
+    buffered: (usize, usize),
+    queued: Arc<Queued>,
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out.write(buf)
+    }
+
+    /// The thread hands over one line (one event) per call.
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.buffered.0 += 1;
+        self.buffered.1 += buf.len();
+        // A failed write (a closed pipe) loses those bytes; the program
+        // carries on.
+        let _ = self.out.write_all(buf);
+        Ok(())
+    }
+
+    /// Called by the thread after each batch: the output has moved.
+    fn flush(&mut self) -> io::Result<()> {
+        let _ = self.out.flush();
+        let (lines, bytes) = std::mem::take(&mut self.buffered);
+        let dropped = self.queued.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            let noun = if dropped == 1 { "line" } else { "lines" };
+            warn!(
+                "{dropped} {noun} dropped from {}: nobody read it for a while (a full pipe or \
+                 a paused terminal), and the program did not wait",
+                self.name
+            );
+        }
+        // Last: `flush` may return as soon as the count reaches 0.
+        self.queued.release(lines, bytes);
+        Ok(())
+    }
+}
+
+/// One stream: the library's queue to its writer thread, and the count of
+/// what is in it.
+struct Channel {
+    queue: NonBlocking,
+    queued: Arc<Queued>,
+    /// Never dropped (see the module header).
+    _guard: ManuallyDrop<WorkerGuard>,
+}
+
+impl Channel {
+    fn new(name: &'static str, fd: RawFd) -> Channel {
+        let queued = Arc::new(Queued::default());
+        let sink = Sink {
+            name,
+            out: BufWriter::with_capacity(64 * 1024, Descriptor(fd)),
+            buffered: (0, 0),
+            queued: Arc::clone(&queued),
+        };
+        let (queue, guard) = NonBlockingBuilder::default()
+            .lossy(true)
+            // Room for lines reserved at the same moment by several threads.
+            .buffered_lines_limit(QUEUED_LINES + 1024)
+            .thread_name(&format!("{name}-writer"))
+            .finish(sink);
+        Channel {
+            queue,
+            queued,
+            _guard: ManuallyDrop::new(guard),
+        }
+    }
+
+    /// Hands `bytes` (one line, or one log event) to the writer thread, or
+    /// drops and counts it if [`HIGH_WATER`] is reached.
+    fn send(&self, bytes: &[u8]) {
+        if self.queued.reserve(bytes.len()) {
+            // Lossy, and never full: room was reserved above.
+            let _ = self.queue.clone().write(bytes);
+        }
+    }
+
+    /// Waits until everything handed over is written out, until `deadline`
+    /// at most; `true` if it was.
+    fn wait_written(&self, deadline: Instant) -> bool {
+        let mut held = lock(&self.queued.written);
+        loop {
+            if self.queued.lines.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            held = self
+                .queued
+                .moved
+                .wait_timeout(held, left)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock leaves a count, nothing inconsistent.
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The lock, if it can be had before `deadline`.
-fn lock_until<T>(mutex: &Mutex<T>, deadline: Instant) -> Option<MutexGuard<'_, T>> {
-    loop {
-        match mutex.try_lock() {
-            Ok(guard) => return Some(guard),
-            Err(std::sync::TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),
-            Err(std::sync::TryLockError::WouldBlock) if Instant::now() >= deadline => return None,
-            Err(std::sync::TryLockError::WouldBlock) => thread::sleep(Duration::from_millis(5)),
-        }
-    }
-}
-
-/// Writes some of `bytes` once `fd` can take them without blocking,
-/// waiting until `deadline` at most: `Ok(None)` if it could not by then.
-fn write_some(fd: RawFd, bytes: &[u8], deadline: Instant) -> io::Result<Option<usize>> {
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let mut poll = libc::pollfd {
-            fd,
-            events: libc::POLLOUT,
-            revents: 0,
-        };
-        let timeout = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
-        // SAFETY: one valid pollfd, for the length we pass.
-        let ready = unsafe { libc::poll(&mut poll, 1, timeout) };
-        if ready < 0 {
-            let error = io::Error::last_os_error();
-            if error.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(error);
-        }
-        if ready == 0 {
-            return Ok(None);
-        }
-        // Writable, or an error or hang-up that the write will report.
-        // SAFETY: `bytes` is valid for `bytes.len()` bytes.
-        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
-        if n >= 0 {
-            return Ok(Some(n as usize));
-        }
-        let error = io::Error::last_os_error();
-        if error.kind() != io::ErrorKind::Interrupted {
-            return Err(error);
-        }
-    }
-}
-
-fn is_regular_file(fd: RawFd) -> bool {
-    // SAFETY: fstat only fills the struct we hand it.
-    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-    let ok = unsafe { libc::fstat(fd, &mut stat) } == 0;
-    ok && (stat.st_mode & libc::S_IFMT) == libc::S_IFREG
-}
-
 struct Console {
-    out: Buffer,
-    err: Buffer,
+    out: Channel,
+    err: Channel,
 }
 
 fn console() -> &'static Console {
     static CONSOLE: OnceLock<Console> = OnceLock::new();
-    CONSOLE.get_or_init(|| {
-        // The flusher never has to stop: at exit `flush` empties whatever it
-        // has not written yet. Should the thread fail to start, lines still
-        // come out at exit: carry on without it.
-        let _ = thread::Builder::new()
-            .name("console-flush".into())
-            .spawn(|| {
-                loop {
-                    thread::sleep(FLUSH_INTERVAL);
-                    flush_until(Instant::now() + FLUSH_INTERVAL);
-                }
-            });
-        Console {
-            out: Buffer::new("stdout", libc::STDOUT_FILENO),
-            err: Buffer::new("stderr", libc::STDERR_FILENO),
-        }
+    CONSOLE.get_or_init(|| Console {
+        out: Channel::new("stdout", libc::STDOUT_FILENO),
+        err: Channel::new("stderr", libc::STDERR_FILENO),
     })
 }
 
-/// Writes out both streams, waiting for readers until `deadline` at most,
-/// and says how many lines were dropped once a stream has caught up.
-fn flush_until(deadline: Instant) {
-    let console = console();
-    for buffer in [&console.out, &console.err] {
-        if buffer.write_out(deadline) {
-            let dropped = buffer.take_dropped();
-            if dropped > 0 {
-                warn!(
-                    "{} dropped from {}: nobody read it for a while (a full pipe or a paused \
-                     terminal), and the program did not wait",
-                    Count::new(dropped, "line"),
-                    buffer.name
-                );
-            }
-        }
-    }
-    // The notes went to stderr.
-    console.err.write_out(deadline);
-}
-
-/// One of the two buffered streams; `tracing` logs go to [`STDERR`].
+/// One of the two streams; `tracing` logs go to [`STDERR`].
 #[derive(Clone, Copy, Debug)]
-pub struct Stream(fn(&Console) -> &Buffer);
+pub struct Stream(fn(&Console) -> &Channel);
 
-/// The buffered standard output (see the module docs).
+/// The standard output, through its writer thread (see the module docs).
 pub const STDOUT: Stream = Stream(|console| &console.out);
 
-/// The buffered standard error.
+/// The standard error, through its writer thread.
 pub const STDERR: Stream = Stream(|console| &console.err);
 
-impl io::Write for Stream {
+impl Write for Stream {
+    /// `buf` is one line, or one log event (tracing writes each event with
+    /// one call).
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (self.0)(console()).append(|pending| pending.extend_from_slice(buf));
+        (self.0)(console()).send(buf);
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        (self.0)(console()).write_out(Instant::now() + EXIT_WAIT);
+        (self.0)(console()).wait_written(Instant::now() + EXIT_WAIT);
         Ok(())
     }
 }
 
-/// Prints one line to the buffered standard output.
-pub fn line(text: std::fmt::Arguments<'_>) {
-    console().out.append(|pending| {
-        // Formatting into a Vec cannot fail.
-        let _ = io::Write::write_fmt(pending, text);
-        pending.push(b'\n');
-    });
+/// Prints one line to the standard output.
+pub fn line(text: fmt::Arguments<'_>) {
+    let mut bytes = Vec::with_capacity(64);
+    // Formatting into a Vec cannot fail.
+    let _ = bytes.write_fmt(text);
+    bytes.push(b'\n');
+    console().out.send(&bytes);
 }
 
-/// Writes out everything buffered so far, waiting at most [`EXIT_WAIT`]
-/// for a reader. Call it before the process exits.
+/// Writes out everything printed so far, waiting at most [`EXIT_WAIT`] in
+/// all for a reader. Call it before the process exits.
 pub fn flush() {
-    flush_until(Instant::now() + EXIT_WAIT);
+    let deadline = Instant::now() + EXIT_WAIT;
+    let console = console();
+    // Standard output first: its drop notice, if any, goes to stderr.
+    console.out.wait_written(deadline);
+    console.err.wait_written(deadline);
 }
 
 #[cfg(test)]
@@ -293,29 +290,29 @@ mod tests {
     #[test]
     fn printing_never_waits_for_a_reader() {
         let (write_end, mut read_end) = pipe();
-        let buffer = Buffer::new("test", write_end);
+        let channel = Channel::new("test", write_end);
         let line = [b'x'; 99];
+        let mut with_newline = line.to_vec();
+        with_newline.push(b'\n');
         let started = Instant::now();
         // 3 MiB of lines, with nobody reading the pipe.
         for _ in 0..32 * 1024 {
-            buffer.append(|pending| {
-                pending.extend_from_slice(&line);
-                pending.push(b'\n');
-            });
+            channel.send(&with_newline);
         }
-        assert!(!buffer.write_out(Instant::now() + Duration::from_millis(50)));
         assert!(started.elapsed() < Duration::from_secs(5));
-        let dropped = buffer.take_dropped();
+        assert!(!channel.wait_written(Instant::now() + Duration::from_millis(50)));
+        let dropped = channel.queued.dropped.load(Ordering::Relaxed);
         assert!(dropped > 16 * 1024, "{dropped} lines dropped");
 
         // A reader comes: everything kept comes out, whole lines, in order.
-        let reader = thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             let mut all = Vec::new();
             read_end.read_to_end(&mut all).unwrap();
             all
         });
-        assert!(buffer.write_out(Instant::now() + Duration::from_secs(10)));
-        // SAFETY: closing our write end lets the reader see the end.
+        assert!(channel.wait_written(Instant::now() + Duration::from_secs(10)));
+        // SAFETY: everything is written; closing our write end (which the
+        // writer thread keeps, unused now) lets the reader see the end.
         unsafe { libc::close(write_end) };
         let all = reader.join().unwrap();
         assert_eq!(all.len() as u64, (32 * 1024 - dropped) * 100);

@@ -21,8 +21,9 @@
 //! every [`REPEAT_EVERY`]. The thread ends when the socket is closed
 //! (libzmq's MONITOR_STOPPED event): a socket takes its monitor with it.
 //!
-//! [`protocol_error`] names libzmq's ZMTP and ZAP protocol error codes, for
-//! any monitor that reports them.
+//! The names of libzmq's ZMTP and ZAP protocol error codes are in
+//! [`crate::plumbing::monitor`] ([`protocol_error`]), for any monitor that
+//! reports them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -30,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::plumbing::monitor::{self, errno_text};
+use crate::plumbing::monitor::{self, MECHANISM_MISMATCH, errno_text, protocol_error};
 
 /// Set once a server refused one of this process's sockets with a reason
 /// (a ZAP status, a mechanism mismatch), which the warning has said: "is the
@@ -72,10 +73,6 @@ const EVENT_HANDSHAKE_SUCCEEDED: u16 = zmq::SocketEvent::HANDSHAKE_SUCCEEDED as 
 const EVENT_HANDSHAKE_FAILED_PROTOCOL: u16 = zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as u16;
 const EVENT_HANDSHAKE_FAILED_AUTH: u16 = zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as u16;
 const EVENT_MONITOR_STOPPED: u16 = zmq::SocketEvent::MONITOR_STOPPED as u16;
-
-/// ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH: the peer's NULL, PLAIN or
-/// CURVE is not this socket's.
-pub const MECHANISM_MISMATCH: u32 = 0x1100_0002;
 
 /// Starts a thread that explains the handshake failures of a connecting
 /// `socket` whose side uses `ours` (call before `connect`). A monitor that
@@ -207,27 +204,6 @@ pub fn explain(event: u16, value: u32, ours: Mechanism) -> Option<String> {
         },
         _ => return None,
     })
-}
-
-/// A libzmq protocol error code (the value of a HANDSHAKE_FAILED_PROTOCOL
-/// event, `ZMQ_PROTOCOL_ERROR_*` in zmq.h) in words.
-pub fn protocol_error(code: u32) -> String {
-    let words = match code {
-        0x1000_0001 => "an unexpected ZMTP command",
-        0x1000_0002 => "ZMTP commands out of sequence",
-        0x1000_0003 => "a failed key exchange",
-        0x1000_0011..=0x1000_0017 => "a malformed ZMTP command",
-        0x1000_0018 => "invalid metadata in the handshake",
-        0x1100_0001 => {
-            "a CURVE message that did not decrypt (a wrong server key on the client's side?)"
-        }
-        MECHANISM_MISMATCH => {
-            "the two sides use different security mechanisms (NULL, PLAIN, CURVE)"
-        }
-        0x2000_0000..=0x2000_0005 => "a malformed reply from the ZAP handler",
-        _ => "a ZeroMQ protocol error",
-    };
-    format!("{words} ({code:#x})")
 }
 
 #[cfg(test)]

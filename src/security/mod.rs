@@ -73,6 +73,7 @@ use self::plain::Users;
 use self::zap::{Expected, Policy};
 use crate::plumbing::cli::ServerSecurityArgs;
 use crate::plumbing::exit::UsageError;
+use crate::plumbing::listener;
 use crate::plumbing::logging::Count;
 
 /// The listening sockets' access control: the running ZAP handler and the
@@ -140,6 +141,21 @@ impl Gate {
                 socket.set_curve_secretkey(secret.bytes())
             }
         }
+    }
+}
+
+/// The hardening of the listening roles (src/plumbing/listener.rs) opens
+/// the gate through these: plumbing stands below security and knows it
+/// only as a trait.
+impl listener::OpenGate for ServerSecurityArgs {
+    fn open_gate(&self, ctx: &zmq::Context) -> anyhow::Result<Box<dyn listener::Gate>> {
+        Ok(Box::new(Gate::open(ctx, self)?))
+    }
+}
+
+impl listener::Gate for Gate {
+    fn protect(&self, socket: &zmq::Socket, kind: &'static str) -> zmq::Result<()> {
+        Gate::protect(self, socket, kind)
     }
 }
 
