@@ -11,7 +11,7 @@
 mod common;
 
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
 
@@ -569,4 +569,333 @@ fn clients_resend_to_the_broker_that_is_alive() {
         .filter(|line| line.contains("no reply within"))
         .collect();
     assert_eq!(timeouts.len(), 1, "{timeouts:#?}");
+}
+
+// --- issue 20: a broker stopped (SIGSTOP), as `docker compose pause` does ------
+
+/// The total replies a broker counted, from its last traffic line
+/// ("... (12 / 10 in total, 0 dropped) ..."); 0 before its first one.
+fn replies_out(broker: &Proc) -> u64 {
+    broker
+        .log_lines(" in total, ")
+        .last()
+        .and_then(|line| {
+            let totals = line.split(" in total").next()?.rsplit('(').next()?;
+            totals.split(" / ").nth(1)?.trim().parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Waits until `broker` has counted `more` replies beyond `since`.
+fn wait_replies_out(broker: &Proc, since: u64, more: u64) {
+    let deadline = Instant::now() + SOON;
+    while replies_out(broker) < since + more {
+        assert!(
+            Instant::now() < deadline,
+            "{} counted {} replies, not {} more than {since}: {:#?}",
+            broker.label,
+            replies_out(broker),
+            more,
+            broker.stderr()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_client_of_two_brokers_pays_one_timeout_for_a_stopped_broker() {
+    // A stopped broker keeps its connections open, and a REQ that hands
+    // its requests in turn to both brokers sends every other request into
+    // it, each costing a timeout, until the ZMTP heartbeats give up on it
+    // (up to 40 s). One timeout must be enough to steer clear of it until
+    // it runs again.
+    let ports: Vec<String> = (0..4).map(|_| free_endpoint()).collect();
+    let mut broker1 = start_broker_on("proxy", &ports[0], &ports[1], &[]);
+    let broker2 = start_broker_on("proxy", &ports[2], &ports[3], &[]);
+    let _worker = Proc::start(
+        WORKER,
+        &["--connect", &format!("{},{}", ports[1], ports[3])],
+    );
+    broker1.wait_log("backend: 127.0.0.1", SOON);
+    broker2.wait_log("backend: 127.0.0.1", SOON);
+    let mut client = Proc::start(
+        BROKER_CLIENT,
+        &[
+            "--connect",
+            &format!("{},{}", ports[0], ports[2]),
+            "--interval-ms",
+            "0",
+            "--timeout-ms",
+            "500",
+            "--retries",
+            "3",
+        ],
+    );
+    client.wait_out_count(" got ", 10, SOON);
+    wait_replies_out(&broker1, 0, 1);
+    stop_for(&mut broker1, Duration::from_secs(4));
+    // Broker 1 serves again, in turn with broker 2.
+    let resumed_with = replies_out(&broker1);
+    wait_replies_out(&broker1, resumed_with, 5);
+    let got = reply_lines(&client).len();
+    client.wait_out_count(" got ", got + 10, SOON);
+    client.signal(libc::SIGTERM);
+    client.expect_exit(0, SOON);
+    let timeouts = client.log_lines("no reply within");
+    assert!(timeouts.len() <= 1, "{timeouts:#?}");
+    let replied = replied(&client);
+    assert_eq!(replied, (1..=replied.len() as u64).collect::<Vec<u64>>());
+}
+
+/// When a log line was written: its timestamp (`2026-12-06T10:21:30.843560Z`,
+/// UTC) as a `SystemTime`.
+fn logged_at(line: &str) -> SystemTime {
+    let stamp = line.split_whitespace().next().unwrap_or_default();
+    let parse = || -> Option<SystemTime> {
+        let (date, time) = stamp.strip_suffix('Z')?.split_once('T')?;
+        let mut ymd = date.split('-').map(|part| part.parse::<i64>());
+        let (y, m, d) = (ymd.next()?.ok()?, ymd.next()?.ok()?, ymd.next()?.ok()?);
+        let (hms, fraction) = time.split_once('.')?;
+        let mut hms = hms.split(':').map(|part| part.parse::<i64>());
+        let (h, min, s) = (hms.next()?.ok()?, hms.next()?.ok()?, hms.next()?.ok()?);
+        let micros: u64 = format!("{fraction:0<6}")[..6].parse().ok()?;
+        // Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        let secs = u64::try_from(days * 86_400 + h * 3600 + min * 60 + s).ok()?;
+        Some(UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros))
+    };
+    parse().unwrap_or_else(|| panic!("no timestamp in {line:?}"))
+}
+
+#[test]
+fn log_timestamps_are_read_as_utc() {
+    let at = logged_at("2026-12-06T10:21:30.843560Z  WARN broker[b1] x");
+    assert_eq!(
+        at.duration_since(UNIX_EPOCH).unwrap(),
+        Duration::from_micros(1_796_552_490_843_560)
+    );
+}
+
+/// A client's timeout: when its wait ended, and how long it was.
+struct Timeout {
+    ended: SystemTime,
+    waited: Duration,
+    line: String,
+}
+
+fn timeouts(client: &Proc) -> Vec<Timeout> {
+    client
+        .log_lines(": no reply within ")
+        .into_iter()
+        .map(|line| {
+            let ms = line
+                .split("no reply within ")
+                .nth(1)
+                .and_then(|rest| rest.split(" ms").next())
+                .and_then(|ms| ms.parse().ok())
+                .unwrap_or_else(|| panic!("no wait in {line:?}"));
+            Timeout {
+                ended: logged_at(&line),
+                waited: Duration::from_millis(ms),
+                line,
+            }
+        })
+        .collect()
+}
+
+/// What a broker may not say after its own stop: a judgement of a worker.
+const BLAME: [&str; 6] = [
+    " expired",
+    "silent for",
+    "lost",
+    "rejoined",
+    "idle while holding",
+    "on its heartbeat",
+];
+
+/// How long after it runs again a broker may still take to answer a
+/// request its clients sent while it was stopped: it serves first the
+/// copies they resent meanwhile (one per timeout, each taking --work-ms),
+/// and an lb broker may first hand a request to a connection its worker
+/// had closed, and learn it at the heartbeat it sends 100 ms later.
+const GRACE: Duration = Duration::from_millis(1500);
+
+/// Issue 20, "done when": `brokers` brokers in `mode` (1 or 2), two
+/// workers and two clients connected to all of them, and the brokers
+/// stopped in turn (SIGSTOP, as `docker compose pause` does) for each of
+/// `pauses`, then resumed. Nothing may be lost or crossed, a client may
+/// time out only because of a pause (once per pause with two brokers), and
+/// no broker may blame a worker for its own silence.
+fn stop_brokers_under_load(mode: &str, brokers: usize, pauses: &[Duration]) {
+    const TIMEOUT_MS: u64 = 2000;
+    let ports: Vec<String> = (0..2 * brokers).map(|_| free_endpoint()).collect();
+    let mut stoppable: Vec<Proc> = ports
+        .chunks(2)
+        .map(|pair| start_broker_on(mode, &pair[0], &pair[1], &[]))
+        .collect();
+    let frontends: Vec<&str> = ports.iter().step_by(2).map(String::as_str).collect();
+    let backends: Vec<&str> = ports.iter().skip(1).step_by(2).map(String::as_str).collect();
+    let backends = backends.join(",");
+    let worker_mode = if mode == "lb" { "lb" } else { "plain" };
+    let mut workers: Vec<Proc> = (1..=2)
+        .map(|i| {
+            Proc::start(
+                WORKER,
+                &[
+                    "--connect",
+                    &backends,
+                    "--mode",
+                    worker_mode,
+                    "--echo",
+                    "--work-ms",
+                    "100",
+                    "--name",
+                    &format!("w{i}"),
+                ],
+            )
+        })
+        .collect();
+    let joined = if mode == "lb" {
+        ") ready"
+    } else {
+        "backend: 127.0.0.1"
+    };
+    for broker in &stoppable {
+        broker.wait_log_count(joined, 2, SOON);
+    }
+    let timeout = TIMEOUT_MS.to_string();
+    let frontends = frontends.join(",");
+    let mut clients: Vec<Proc> = (1..=2)
+        .map(|i| {
+            Proc::start(
+                BROKER_CLIENT,
+                &[
+                    "--connect",
+                    &frontends,
+                    "--message",
+                    &format!("c{i}"),
+                    "--interval-ms",
+                    "0",
+                    "--timeout-ms",
+                    &timeout,
+                    // Enough for the longest pause of a lone broker.
+                    "--retries",
+                    "10",
+                    "--name",
+                    &format!("c{i}"),
+                ],
+            )
+        })
+        .collect();
+    for client in &clients {
+        client.wait_out_count(" got ", 5, SOON);
+    }
+
+    let mut stops = Vec::with_capacity(pauses.len());
+    for (i, &pause) in pauses.iter().enumerate() {
+        let victim = i % brokers;
+        let (stopped, resumed) = stop_for(&mut stoppable[victim], pause);
+        stops.push((victim, stopped, resumed));
+        // Running again: it serves its clients again, and they go on.
+        let counted = replies_out(&stoppable[victim]);
+        wait_replies_out(&stoppable[victim], counted, 4);
+        for client in &clients {
+            let got = reply_lines(client).len();
+            client.wait_out_count(" got ", got + 4, SOON);
+        }
+    }
+
+    for client in &mut clients {
+        client.signal(libc::SIGTERM);
+        client.expect_exit(0, SOON);
+    }
+    for process in workers.iter_mut().chain(stoppable.iter_mut()) {
+        process.signal(libc::SIGTERM);
+        process.expect_exit(0, SOON);
+    }
+
+    let mut problems = Vec::new();
+    for client in &clients {
+        // Every request answered, in order, with its own echo.
+        let replied = replied(client);
+        if replied != (1..=replied.len() as u64).collect::<Vec<u64>>() {
+            problems.push(format!("{}: replies {replied:?}", client.label));
+        }
+        for line in reply_lines(client) {
+            let sent = line.split(" sent ").nth(1).and_then(|s| s.split(" got ").next());
+            let got = line.split(" got ").nth(1).and_then(|s| s.split(" in ").next());
+            if sent != got {
+                problems.push(format!("crossed: {line}"));
+            }
+        }
+        // Each timeout is a pause's doing: its wait overlapped a stop and
+        // ended soon after the broker ran again.
+        let mut per_stop = vec![0; stops.len()];
+        for timeout in timeouts(client) {
+            let began = timeout.ended - timeout.waited;
+            let during = stops.iter().position(|&(_, stopped, resumed)| {
+                began < resumed && timeout.ended > stopped && timeout.ended <= resumed + GRACE
+            });
+            match during {
+                Some(stop) => per_stop[stop] += 1,
+                None => problems.push(format!(
+                    "{}: a timeout while every broker ran: {}",
+                    client.label, timeout.line
+                )),
+            }
+        }
+        if brokers > 1 {
+            for (stop, &count) in per_stop.iter().enumerate() {
+                if count > 1 {
+                    problems.push(format!(
+                        "{}: {count} timeouts during stop {} ({:?})",
+                        client.label,
+                        stop + 1,
+                        pauses[stop]
+                    ));
+                }
+            }
+        }
+        eprintln!("{mode} x {brokers}: {}: timeouts per stop {per_stop:?}", client.label);
+    }
+    for broker in &stoppable {
+        for line in broker.stderr() {
+            if BLAME.iter().any(|word| line.contains(word)) {
+                problems.push(format!("{}: {line}", broker.label));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// 20 stops in all over the four tests, of 5 to 8 s.
+const PAUSES: [u64; 5] = [5000, 6500, 8000, 5750, 7250];
+
+fn pauses() -> Vec<Duration> {
+    PAUSES.iter().map(|&ms| Duration::from_millis(ms)).collect()
+}
+
+#[test]
+fn lb_one_broker_stopped_and_resumed_under_load_loses_nothing() {
+    stop_brokers_under_load("lb", 1, &pauses());
+}
+
+#[test]
+fn lb_two_brokers_stopped_in_turn_under_load_lose_nothing() {
+    stop_brokers_under_load("lb", 2, &pauses());
+}
+
+#[test]
+fn proxy_one_broker_stopped_and_resumed_under_load_loses_nothing() {
+    stop_brokers_under_load("proxy", 1, &pauses());
+}
+
+#[test]
+fn proxy_two_brokers_stopped_in_turn_under_load_lose_nothing() {
+    stop_brokers_under_load("proxy", 2, &pauses());
 }
