@@ -31,11 +31,20 @@
 //!
 //! The broker may have restarted, or forgotten the worker while one could
 //! not hear the other: the worker sends READY again on every new
-//! connection, when the broker answers after a silence, and after a pause
-//! of its own (a stopped process), but only while it holds no request
-//! from that broker, since READY means "idle" (see [`crate::protocol`]). A
-//! request that arrives while the worker is busy (a broker that restarted
-//! and took the worker for idle) is queued behind the current one.
+//! connection and after a pause of its own (a stopped process), but only
+//! while it holds no request from that broker, since READY means "idle"
+//! (see [`crate::protocol`]). A request that arrives while the worker is
+//! busy (a broker that restarted and took the worker for idle) is queued
+//! behind the current one.
+//!
+//! A broker that answers again after a silence, on the same connection,
+//! gets no READY: it is the same broker process, which either still knows
+//! this worker (a broker that was stopped itself holds its own silence
+//! against no worker) or forgot it for its silence and takes it back, name
+//! and all, at its next HEARTBEAT. A READY then would be worse than
+//! useless: right after a stop, the broker hands out the requests waiting
+//! for it, and a READY crossing one of them on the wire says "idle" while
+//! the request is on its way.
 //!
 //! ## Several brokers
 //!
@@ -346,8 +355,8 @@ struct Broker {
     heard_heartbeat: bool,
     told_not_lb: bool,
     told_unexpected: bool,
-    /// READY is due: the connection is new, or the broker answered after a
-    /// silence and may have forgotten this worker.
+    /// READY is due: the connection is new, or this worker was stopped
+    /// long enough for the broker to forget it.
     owes_ready: bool,
     /// When a new socket is due, once the broker was found silent.
     reconnect_at: Option<Instant>,
@@ -455,9 +464,8 @@ impl Broker {
             };
             let now = Instant::now();
             if self.reconnect_at.take().is_some() {
+                // No READY (see the module docs).
                 info!("the broker at {} answers again", self.endpoint);
-                // It may have forgotten this worker meanwhile.
-                self.owes_ready = true;
             }
             self.last_heard = now;
             self.backoff.reset();

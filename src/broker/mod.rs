@@ -354,19 +354,34 @@ fn next_request(
 }
 
 /// Sends a worker's reply, `[client identity, "", body...]`, to that client,
-/// counting it, or says why it could not be delivered.
-fn deliver_reply(frontend: &zmq::Socket, reply: Vec<zmq::Message>, traffic: &mut Traffic) {
+/// counting it, or says why it could not be delivered (and returns why).
+fn deliver_reply(
+    frontend: &zmq::Socket,
+    reply: Vec<zmq::Message>,
+    traffic: &mut Traffic,
+) -> Result<(), Refused> {
     match send_message(frontend, None, reply) {
-        Ok(()) => traffic.replies_out += 1,
+        Ok(()) => {
+            traffic.replies_out += 1;
+            Ok(())
+        }
         // ROUTER_MANDATORY said so.
-        Err((Refused::NoSuchPeer, reply)) => traffic.drop(Problem::UnknownClient, || {
-            let client = client_of(&reply);
-            format!("reply for unknown client {client} dropped: that client is gone, or never was")
-        }),
-        Err((Refused::Busy, reply)) => traffic.drop(Problem::ClientNotReading, || {
-            let client = client_of(&reply);
-            format!("reply for client {client} dropped: its queue is full (it is not reading)")
-        }),
+        Err((Refused::NoSuchPeer, reply)) => {
+            traffic.drop(Problem::UnknownClient, || {
+                let client = client_of(&reply);
+                format!(
+                    "reply for unknown client {client} dropped: that client is gone, or never was"
+                )
+            });
+            Err(Refused::NoSuchPeer)
+        }
+        Err((Refused::Busy, reply)) => {
+            traffic.drop(Problem::ClientNotReading, || {
+                let client = client_of(&reply);
+                format!("reply for client {client} dropped: its queue is full (it is not reading)")
+            });
+            Err(Refused::Busy)
+        }
     }
 }
 
