@@ -640,7 +640,13 @@ fn lb_broker_hands_on_a_request_whose_worker_announced_itself_idle() {
 
 /// Lines in which a broker judges a worker: none may follow a stop of the
 /// broker itself.
-const BLAME: [&str; 5] = [" expired", "silent for", "lost", "rejoined", "idle while holding"];
+const BLAME: [&str; 5] = [
+    " expired",
+    "silent for",
+    "lost",
+    "rejoined",
+    "idle while holding",
+];
 
 #[test]
 fn lb_broker_stopped_blames_no_worker_for_its_own_silence() {
@@ -674,9 +680,10 @@ fn lb_broker_stopped_blames_no_worker_for_its_own_silence() {
         log.iter().all(|line| !line.contains("on its heartbeat")),
         "{log:#?}"
     );
-    // What it does say: that it was stopped itself.
+    // What it does say: that it was stopped itself (twice at least: a
+    // loaded machine may starve it of CPU as well).
     let stops = broker.log_lines("] stopped for");
-    assert_eq!(stops.len(), 2, "{stops:#?}");
+    assert!(stops.len() >= 2, "{stops:#?}");
 }
 
 #[test]

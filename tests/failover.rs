@@ -730,8 +730,9 @@ const GRACE: Duration = Duration::from_millis(1500);
 /// stopped in turn (SIGSTOP, as `docker compose pause` does) for each of
 /// `pauses`, then resumed. Nothing may be lost or crossed, a client may
 /// time out only because of a pause (once per pause with two brokers), and
-/// no broker may blame a worker for its own silence.
-fn stop_brokers_under_load(mode: &str, brokers: usize, pauses: &[Duration]) {
+/// no broker may blame a worker for its own silence. Returns what went
+/// wrong, if anything.
+fn stop_brokers_under_load(mode: &str, brokers: usize, pauses: &[Duration]) -> Vec<String> {
     const TIMEOUT_MS: u64 = 2000;
     let ports: Vec<String> = (0..2 * brokers).map(|_| free_endpoint()).collect();
     let mut stoppable: Vec<Proc> = ports
@@ -739,7 +740,12 @@ fn stop_brokers_under_load(mode: &str, brokers: usize, pauses: &[Duration]) {
         .map(|pair| start_broker_on(mode, &pair[0], &pair[1], &[]))
         .collect();
     let frontends: Vec<&str> = ports.iter().step_by(2).map(String::as_str).collect();
-    let backends: Vec<&str> = ports.iter().skip(1).step_by(2).map(String::as_str).collect();
+    let backends: Vec<&str> = ports
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .map(String::as_str)
+        .collect();
     let backends = backends.join(",");
     let worker_mode = if mode == "lb" { "lb" } else { "plain" };
     let mut workers: Vec<Proc> = (1..=2)
@@ -827,8 +833,14 @@ fn stop_brokers_under_load(mode: &str, brokers: usize, pauses: &[Duration]) {
             problems.push(format!("{}: replies {replied:?}", client.label));
         }
         for line in reply_lines(client) {
-            let sent = line.split(" sent ").nth(1).and_then(|s| s.split(" got ").next());
-            let got = line.split(" got ").nth(1).and_then(|s| s.split(" in ").next());
+            let sent = line
+                .split(" sent ")
+                .nth(1)
+                .and_then(|s| s.split(" got ").next());
+            let got = line
+                .split(" got ")
+                .nth(1)
+                .and_then(|s| s.split(" in ").next());
             if sent != got {
                 problems.push(format!("crossed: {line}"));
             }
@@ -836,13 +848,20 @@ fn stop_brokers_under_load(mode: &str, brokers: usize, pauses: &[Duration]) {
         // Each timeout is a pause's doing: its wait overlapped a stop and
         // ended soon after the broker ran again.
         let mut per_stop = vec![0; stops.len()];
+        // The latest a timeout came after its broker ran again, for the
+        // output.
+        let mut latest = Duration::ZERO;
         for timeout in timeouts(client) {
             let began = timeout.ended - timeout.waited;
             let during = stops.iter().position(|&(_, stopped, resumed)| {
                 began < resumed && timeout.ended > stopped && timeout.ended <= resumed + GRACE
             });
             match during {
-                Some(stop) => per_stop[stop] += 1,
+                Some(stop) => {
+                    per_stop[stop] += 1;
+                    let after = timeout.ended.duration_since(stops[stop].2);
+                    latest = latest.max(after.unwrap_or_default());
+                }
                 None => problems.push(format!(
                     "{}: a timeout while every broker ran: {}",
                     client.label, timeout.line
@@ -861,7 +880,11 @@ fn stop_brokers_under_load(mode: &str, brokers: usize, pauses: &[Duration]) {
                 }
             }
         }
-        eprintln!("{mode} x {brokers}: {}: timeouts per stop {per_stop:?}", client.label);
+        eprintln!(
+            "{mode} x {brokers}, {}: timeouts per stop {per_stop:?}, the latest {latest:?} \
+             after its broker ran again",
+            client.label
+        );
     }
     for broker in &stoppable {
         for line in broker.stderr() {
@@ -870,32 +893,38 @@ fn stop_brokers_under_load(mode: &str, brokers: usize, pauses: &[Duration]) {
             }
         }
     }
+    problems
+        .into_iter()
+        .map(|problem| format!("{mode} x {brokers}: {problem}"))
+        .collect()
+}
+
+/// Each configuration's stops, 20 in all, of 5 to 8 s.
+const PAUSES_MS: [u64; 5] = [5000, 6500, 8000, 5750, 7250];
+
+#[test]
+fn brokers_stopped_and_resumed_under_load_lose_nothing_and_blame_no_one() {
+    // The four configurations at once, each on its own ports: the test
+    // takes as long as one of them.
+    let configurations = [("lb", 1), ("lb", 2), ("proxy", 1), ("proxy", 2)];
+    let runs: Vec<_> = configurations
+        .iter()
+        .map(|&(mode, brokers)| {
+            thread::spawn(move || {
+                let pauses: Vec<Duration> = PAUSES_MS
+                    .iter()
+                    .map(|&ms| Duration::from_millis(ms))
+                    .collect();
+                stop_brokers_under_load(mode, brokers, &pauses)
+            })
+        })
+        .collect();
+    let mut problems = Vec::new();
+    for (run, (mode, brokers)) in runs.into_iter().zip(configurations) {
+        match run.join() {
+            Ok(found) => problems.extend(found),
+            Err(_) => problems.push(format!("{mode} x {brokers}: failed (see above)")),
+        }
+    }
     assert!(problems.is_empty(), "{problems:#?}");
-}
-
-/// 20 stops in all over the four tests, of 5 to 8 s.
-const PAUSES: [u64; 5] = [5000, 6500, 8000, 5750, 7250];
-
-fn pauses() -> Vec<Duration> {
-    PAUSES.iter().map(|&ms| Duration::from_millis(ms)).collect()
-}
-
-#[test]
-fn lb_one_broker_stopped_and_resumed_under_load_loses_nothing() {
-    stop_brokers_under_load("lb", 1, &pauses());
-}
-
-#[test]
-fn lb_two_brokers_stopped_in_turn_under_load_lose_nothing() {
-    stop_brokers_under_load("lb", 2, &pauses());
-}
-
-#[test]
-fn proxy_one_broker_stopped_and_resumed_under_load_loses_nothing() {
-    stop_brokers_under_load("proxy", 1, &pauses());
-}
-
-#[test]
-fn proxy_two_brokers_stopped_in_turn_under_load_lose_nothing() {
-    stop_brokers_under_load("proxy", 2, &pauses());
 }

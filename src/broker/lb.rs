@@ -226,11 +226,18 @@ struct Workers {
     waiting: VecDeque<Request>,
     departed: Departed,
     heartbeat: Duration,
-    /// How long in all this broker did not run (see [`Workers::stopped`]).
+    /// When the loop is due to look at the clock next, at the latest: it is
+    /// late by as much as this broker did not run (see
+    /// [`Workers::on_time`]).
+    due: Instant,
+    /// How long in all this broker did not run.
     away: Duration,
     /// The last stop of this broker worth a line: when it ended, and how
     /// long it was.
     last_stop: Option<(Instant, Duration)>,
+    /// After such a stop: when to check the workers' connections once more
+    /// (see the module docs).
+    recheck: Option<Instant>,
     /// What happened to workers lately, for the page.
     journal: Journal,
     /// Requests answered by workers since forgotten, for the page.
@@ -260,8 +267,10 @@ impl Workers {
             waiting: VecDeque::new(),
             departed: Departed::default(),
             heartbeat,
+            due: Instant::now(),
             away: Duration::ZERO,
             last_stop: None,
+            recheck: None,
             journal: Journal::default(),
             served_by_gone: 0,
         }
@@ -281,14 +290,17 @@ impl Workers {
         self.known.get(id).and_then(|worker| worker.name.as_deref())
     }
 
-    /// This broker did not run for `late` (its loop looked at the clock
-    /// that much later than it was due to): no worker could be heard
-    /// meanwhile, so that time counts in no worker's silence. Says so if it
-    /// was a heartbeat or more, and returns whether it was.
-    fn stopped(&mut self, late: Duration, now: Instant) -> bool {
+    /// Looks at the clock, `now`, and counts as time this broker did not
+    /// run however late that is (stopped, or starved of CPU): no worker
+    /// could be heard meanwhile, so that time counts in no worker's silence.
+    /// A stop of a heartbeat or more is said, and makes the broker check its
+    /// workers' connections again soon. The clock is due again `next`.
+    fn on_time(&mut self, now: Instant, next: Instant) {
+        let late = now.saturating_duration_since(self.due);
+        self.due = next;
         self.away += late;
         if late < self.heartbeat {
-            return false;
+            return;
         }
         warn!(
             "stopped for {:.1} s (paused, or starved of CPU): its workers' silence meanwhile \
@@ -296,7 +308,7 @@ impl Workers {
             late.as_secs_f64()
         );
         self.last_stop = Some((now, late));
-        true
+        self.recheck = Some(now + RECHECK_AFTER_STOP);
     }
 
     /// The length of this broker's last stop, if it ended less than an
@@ -493,8 +505,11 @@ impl Workers {
         let shown = self.shown(id);
         match delivered {
             Ok(()) => {
-                info!("worker {label} answered after all: the reply for client {client} is delivered");
-                self.journal.record(Kind::Back, &shown, "answered after all");
+                info!(
+                    "worker {label} answered after all: the reply for client {client} is delivered"
+                );
+                self.journal
+                    .record(Kind::Back, &shown, "answered after all");
             }
             Err(refused) => {
                 let why = match refused {
@@ -522,7 +537,11 @@ impl Workers {
             .iter()
             .filter(|(_, w)| {
                 let stopped_since = self.away.saturating_sub(w.away_then);
-                !w.silent && now.duration_since(w.last_heard).saturating_sub(stopped_since) > expiry
+                !w.silent
+                    && now
+                        .duration_since(w.last_heard)
+                        .saturating_sub(stopped_since)
+                        > expiry
             })
             .map(|(id, _)| id.clone())
             .collect();
@@ -570,7 +589,11 @@ impl Workers {
     /// The worker's connection is closed (the backend refused to send to
     /// it): forgets it, and hands the request it held, if any, to the next
     /// idle worker.
-    fn gone(&mut self, id: &[u8], now: Instant) {
+    fn gone(&mut self, id: &[u8]) {
+        // A stop may have come between the refused send and here: said
+        // first, so that this line can tell.
+        let now = Instant::now();
+        self.on_time(now, now);
         let label = self.label(id);
         let shown = self.shown(id);
         let Some(worker) = self.forget(id) else {
@@ -581,8 +604,8 @@ impl Workers {
         // worker's: it heard nothing, and opened a new connection.
         let what = match self.just_stopped(now) {
             Some(stop) => format!(
-                "left: its connection closed after this broker was stopped for {:.1} s (a worker \
-                 that hears nothing from its broker opens a new connection)",
+                "left: its connection is closed (this broker was stopped for {:.1} s just \
+                 before, and a worker that hears nothing from its broker opens a new connection)",
                 stop.as_secs_f64()
             ),
             None => "expired: its connection is closed".to_string(),
@@ -656,7 +679,6 @@ impl Workers {
         backend: &zmq::Socket,
         mut request: Request,
         traffic: &mut Traffic,
-        now: Instant,
     ) -> Result<(), Request> {
         for _ in 0..self.idle.len() {
             let Some(id) = self.idle.pop_front() else {
@@ -673,7 +695,7 @@ impl Workers {
                     return Ok(());
                 }
                 Err((Refused::NoSuchPeer, back)) => {
-                    self.gone(&id, now);
+                    self.gone(&id);
                     request = back;
                 }
                 Err((Refused::Busy, back)) => {
@@ -693,13 +715,13 @@ impl Workers {
 
     /// Hands the requests waiting for a worker to idle ones, oldest first,
     /// as long as some worker takes them.
-    fn dispatch_waiting(&mut self, backend: &zmq::Socket, traffic: &mut Traffic, now: Instant) {
+    fn dispatch_waiting(&mut self, backend: &zmq::Socket, traffic: &mut Traffic) {
         while !self.idle.is_empty() {
             let Some(request) = self.waiting.pop_front() else {
                 break;
             };
             let client = client_of(&request);
-            match self.dispatch(backend, request, traffic, now) {
+            match self.dispatch(backend, request, traffic) {
                 Ok(()) => {
                     info!("the held request from client {client} went to a worker now idle");
                 }
@@ -730,18 +752,10 @@ pub fn run(
     let mut workers = Workers::new(options.heartbeat);
     let expiry = protocol::expiry(options.heartbeat);
     let mut next_heartbeat = Instant::now() + options.heartbeat;
-    // After a stop of this broker: when to check its workers' connections
-    // once more (see the module docs).
-    let mut recheck: Option<Instant> = None;
-    // When the loop was to look at the clock next, at the latest: it is
-    // late by as much as this broker did not run (stopped, or starved).
-    let mut due = Instant::now();
 
     while !shutdown.requested() {
         let now = Instant::now();
-        if workers.stopped(now.saturating_duration_since(due), now) {
-            recheck = Some(now + RECHECK_AFTER_STOP);
-        }
+        workers.on_time(now, now);
         // Back-pressure: read requests only while some worker is idle.
         let front_events = if workers.waiting.is_empty() && !workers.idle.is_empty() {
             zmq::POLLIN
@@ -752,44 +766,46 @@ pub fn run(
             frontend.as_poll_item(front_events),
             backend.as_poll_item(zmq::POLLIN),
         ];
-        let next_check = recheck.map_or(next_heartbeat, |at| at.min(next_heartbeat));
+        let next_check = workers
+            .recheck
+            .map_or(next_heartbeat, |at| at.min(next_heartbeat));
         // Rounded up, not to spin through the last fraction of a millisecond.
         let timeout = next_check
             .saturating_duration_since(now)
             .as_micros()
             .div_ceil(1000)
             .min(CHECK_INTERVAL_MS as u128) as i64;
-        due = now + Duration::from_millis(timeout as u64);
+        workers.due = now + Duration::from_millis(timeout as u64);
         match zmq::poll(&mut items, timeout) {
             Ok(_) | Err(zmq::Error::EINTR) => {}
             Err(error) => return Err(error),
         }
-        // A stop during the poll, counted before anyone is judged.
+        // A stop during the poll, counted before anything is read.
         let now = Instant::now();
-        if workers.stopped(now.saturating_duration_since(due), now) {
-            recheck = Some(now + RECHECK_AFTER_STOP);
-        }
-        due = now;
+        workers.on_time(now, now);
 
         if items[1].is_readable() {
             from_workers(backend, frontend, &mut workers, &mut traffic)?;
         }
-        workers.dispatch_waiting(backend, &mut traffic, Instant::now());
+        workers.dispatch_waiting(backend, &mut traffic);
         if items[0].is_readable() && workers.waiting.is_empty() {
             to_workers(frontend, backend, &mut workers, &mut traffic)?;
         }
 
+        // A stop during the work above, counted before anyone is judged:
+        // silence is measured up to this `now`, whatever comes after it.
         let now = Instant::now();
+        workers.on_time(now, now);
         let heartbeat_due = now >= next_heartbeat;
-        let recheck_due = recheck.is_some_and(|at| now >= at);
-        if heartbeat_due || recheck_due {
-            send_heartbeats(backend, &mut workers, now);
-            workers.dispatch_waiting(backend, &mut traffic, now);
+        if heartbeat_due || workers.recheck.is_some_and(|at| now >= at) {
+            send_heartbeats(backend, &mut workers);
+            workers.dispatch_waiting(backend, &mut traffic);
             if heartbeat_due {
                 next_heartbeat = now + options.heartbeat;
             }
-            if recheck_due {
-                recheck = None;
+            // Done, unless a stop during the heartbeats asked for another.
+            if workers.recheck.is_some_and(|at| at <= now) {
+                workers.recheck = None;
             }
         }
         workers.expire_silent(now, expiry);
@@ -890,7 +906,7 @@ fn to_workers(
         let Some(request) = next_request(frontend, traffic, &mut budget)? else {
             break;
         };
-        if let Err(request) = workers.dispatch(backend, request, traffic, Instant::now()) {
+        if let Err(request) = workers.dispatch(backend, request, traffic) {
             let client = client_of(&request);
             info!(
                 "request from client {client} held: no idle worker could take it; the \
@@ -905,7 +921,7 @@ fn to_workers(
 
 /// Tells every worker the broker is alive; forgets those whose connection
 /// is gone, handing the requests they held to the next idle workers.
-fn send_heartbeats(backend: &zmq::Socket, workers: &mut Workers, now: Instant) {
+fn send_heartbeats(backend: &zmq::Socket, workers: &mut Workers) {
     let mut gone = Vec::new();
     for id in workers.known.keys() {
         let heartbeat = vec![zmq::Message::from(&[HEARTBEAT][..])];
@@ -916,6 +932,6 @@ fn send_heartbeats(backend: &zmq::Socket, workers: &mut Workers, now: Instant) {
     // All of them forgotten before any request is handed on: none goes to
     // another gone worker.
     for id in gone {
-        workers.gone(&id, now);
+        workers.gone(&id);
     }
 }

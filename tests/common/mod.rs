@@ -484,7 +484,10 @@ pub fn wait_stopped(pid: u32) {
 /// Stops `proc` (SIGSTOP, as `docker compose pause` freezes a container)
 /// for `pause`, counted from the moment all its threads are stopped, then
 /// lets it run again (SIGCONT). Returns when it was stopped and resumed.
-pub fn stop_for(proc: &mut Proc, pause: Duration) -> (std::time::SystemTime, std::time::SystemTime) {
+pub fn stop_for(
+    proc: &mut Proc,
+    pause: Duration,
+) -> (std::time::SystemTime, std::time::SystemTime) {
     proc.signal(libc::SIGSTOP);
     wait_stopped(proc.pid());
     let stopped = std::time::SystemTime::now();
