@@ -748,7 +748,7 @@ fn stop_brokers_under_load(mode: &str, brokers: usize, pauses: &[Duration]) -> V
         .collect();
     let backends = backends.join(",");
     let worker_mode = if mode == "lb" { "lb" } else { "plain" };
-    let mut workers: Vec<Proc> = (1..=2)
+    let workers: Vec<Proc> = (1..=2)
         .map(|i| {
             Proc::start(
                 WORKER,
@@ -820,9 +820,11 @@ fn stop_brokers_under_load(mode: &str, brokers: usize, pauses: &[Duration]) -> V
         client.signal(libc::SIGTERM);
         client.expect_exit(0, SOON);
     }
-    for process in workers.iter_mut().chain(stoppable.iter_mut()) {
-        process.signal(libc::SIGTERM);
-        process.expect_exit(0, SOON);
+    // The brokers' whole logs: stopped, each has written every line. (The
+    // workers' logs are not read: they are killed when dropped.)
+    for broker in &mut stoppable {
+        broker.signal(libc::SIGTERM);
+        broker.expect_exit(0, SOON);
     }
 
     let mut problems = Vec::new();
@@ -891,6 +893,16 @@ fn stop_brokers_under_load(mode: &str, brokers: usize, pauses: &[Duration]) -> V
             if BLAME.iter().any(|word| line.contains(word)) {
                 problems.push(format!("{}: {line}", broker.label));
             }
+        }
+    }
+    if !problems.is_empty() {
+        // What every process said, to tell what happened.
+        for process in stoppable.iter().chain(&workers).chain(&clients) {
+            eprintln!(
+                "--- {mode} x {brokers}: {} ---\n{}",
+                process.label,
+                process.stderr().join("\n")
+            );
         }
     }
     problems

@@ -255,6 +255,9 @@ fn recv_message(socket: &zmq::Socket) -> zmq::Result<Option<Vec<zmq::Message>>> 
             Ok(()) => {}
             // Frames of a message arrive together: only the first can be missing.
             Err(zmq::Error::EAGAIN) if frames.is_empty() => return Ok(None),
+            // A signal (Ctrl-C, SIGTERM) came during the call: the loop
+            // looks at the stop flag soon; this frame is still there.
+            Err(zmq::Error::EINTR) => continue,
             Err(error) => return Err(error),
         }
         let more = frame.get_more();
