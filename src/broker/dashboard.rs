@@ -108,8 +108,9 @@ pub enum Kind {
     /// A READY from a worker the broker did not know.
     Joined,
     /// A READY from a new connection, with the name of a worker that
-    /// expired earlier; or a heartbeat from a worker the broker did not
-    /// know (it had announced itself to an earlier broker).
+    /// expired earlier; a READY or a heartbeat from a worker forgotten for
+    /// its silence; or a heartbeat from a worker the broker did not know
+    /// (it had announced itself to an earlier broker).
     Rejoined,
     /// A worker known by its heartbeats only, named by its READY.
     Named,
@@ -119,7 +120,8 @@ pub enum Kind {
     Silent,
     /// Heard from again after going silent.
     Back,
-    /// A READY while holding a request: it restarted, the request is lost.
+    /// A READY while holding a request: it dropped the request, or its
+    /// READY crossed it; the request goes to the next idle worker.
     Restarted,
 }
 
