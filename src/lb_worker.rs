@@ -41,10 +41,11 @@
 //! gets no READY: it is the same broker process, which either still knows
 //! this worker (a broker that was stopped itself holds its own silence
 //! against no worker) or forgot it for its silence and takes it back, name
-//! and all, at its next HEARTBEAT. A READY then would be worse than
-//! useless: right after a stop, the broker hands out the requests waiting
+//! and all, at its next HEARTBEAT. A READY then would be useless, and
+//! confusing: right after a stop, the broker hands out the requests waiting
 //! for it, and a READY crossing one of them on the wire says "idle" while
-//! the request is on its way.
+//! the request is on its way (the broker copes: it still expects the
+//! reply).
 //!
 //! ## Several brokers
 //!

@@ -10,6 +10,8 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -380,7 +382,7 @@ fn kill_a_broker_under_load(mode: &str) -> Failover {
     let ports: Vec<String> = (0..4).map(|_| free_endpoint()).collect();
     let (front1, back1, front2, back2) = (&ports[0], &ports[1], &ports[2], &ports[3]);
     let mut broker1 = start_broker_on(mode, front1, back1, &["--heartbeat-ms", &heartbeat]);
-    let broker2 = start_broker_on(mode, front2, back2, &["--heartbeat-ms", &heartbeat]);
+    let mut broker2 = start_broker_on(mode, front2, back2, &["--heartbeat-ms", &heartbeat]);
     let backends = format!("{back1},{back2}");
     let worker_mode = if mode == "lb" { "lb" } else { "plain" };
     let mut workers: Vec<Proc> = (1..=2)
@@ -448,6 +450,9 @@ fn kill_a_broker_under_load(mode: &str) -> Failover {
         assert!(before < 100, "the kill came too late: {at_kill:?}");
         client.wait_out_count(" got ", (before + 10).min(100), SOON);
     }
+    // Requests it handed from a worker gone with them to another (at
+    // least once: the first may have done the work too).
+    let mut handed_on = broker1.log_lines("goes to the next idle worker").len();
     drop(broker1);
 
     // ...then broker 1 is back on the same ports, and the workers join it
@@ -494,12 +499,22 @@ fn kill_a_broker_under_load(mode: &str) -> Failover {
         })
         .collect();
     let total: u64 = served.iter().sum();
+    let mut broker1 = broker1;
+    for broker in [&mut broker1, &mut broker2] {
+        // Stopped: every line written.
+        broker.signal(libc::SIGTERM);
+        broker.expect_exit(0, SOON);
+        handed_on += broker.log_lines("goes to the next idle worker").len();
+    }
     // Every reply a client took was served once; a worker may also have
     // served a request whose reply died with broker 1, which its client
-    // then resent: at most one per resend.
+    // then resent (at most one per resend), or one that a broker handed on
+    // from a worker gone with it (at most one per hand-over).
+    let most = delivered + resent + handed_on as u64;
     assert!(
-        (delivered..=delivered + resent).contains(&total),
-        "workers served {served:?}, {total} in all, for {delivered} replies and {resent} resends"
+        (delivered..=most).contains(&total),
+        "workers served {served:?}, {total} in all, for {delivered} replies, {resent} resends \
+         and {handed_on} requests handed on"
     );
     assert!(
         served.iter().all(|&n| n > 0),
@@ -709,12 +724,11 @@ fn timeouts(client: &Proc) -> Vec<Timeout> {
 }
 
 /// What a broker may not say after its own stop: a judgement of a worker.
-const BLAME: [&str; 6] = [
+const BLAME: [&str; 5] = [
     " expired",
     "silent for",
     "lost",
     "rejoined",
-    "idle while holding",
     "on its heartbeat",
 ];
 
@@ -725,6 +739,40 @@ const BLAME: [&str; 6] = [
 /// had closed, and learn it at the heartbeat it sends 100 ms later.
 const GRACE: Duration = Duration::from_millis(1500);
 
+/// The windows in which this test process did not run for half a second or
+/// more: the machine starved it (a loaded CI runner, or a host that stops
+/// the machine), and most likely every process on it. A timeout, or a
+/// broker's judgement of a worker, in such a window is not the doing of a
+/// broker's pause: it is reported, but apart.
+#[derive(Clone, Default)]
+struct Starved(Arc<Mutex<Vec<(SystemTime, SystemTime)>>>);
+
+impl Starved {
+    /// Watches from a thread of its own until `done` is set.
+    fn watch(&self, done: Arc<AtomicBool>) -> thread::JoinHandle<()> {
+        let windows = Arc::clone(&self.0);
+        thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                let before = Instant::now();
+                thread::sleep(Duration::from_millis(25));
+                let took = before.elapsed();
+                if took >= Duration::from_millis(500) {
+                    let now = SystemTime::now();
+                    windows.lock().unwrap().push((now - took, now));
+                }
+            }
+        })
+    }
+
+    /// Whether `[from, to]` meets a window, or the `after` that follows it.
+    fn during(&self, from: SystemTime, to: SystemTime, after: Duration) -> bool {
+        let windows = self.0.lock().unwrap();
+        windows
+            .iter()
+            .any(|&(start, end)| from <= end + after && to >= start)
+    }
+}
+
 /// Issue 20, "done when": `brokers` brokers in `mode` (1 or 2), two
 /// workers and two clients connected to all of them, and the brokers
 /// stopped in turn (SIGSTOP, as `docker compose pause` does) for each of
@@ -732,7 +780,12 @@ const GRACE: Duration = Duration::from_millis(1500);
 /// time out only because of a pause (once per pause with two brokers), and
 /// no broker may blame a worker for its own silence. Returns what went
 /// wrong, if anything.
-fn stop_brokers_under_load(mode: &str, brokers: usize, pauses: &[Duration]) -> Vec<String> {
+fn stop_brokers_under_load(
+    mode: &str,
+    brokers: usize,
+    pauses: &[Duration],
+    starved: &Starved,
+) -> Vec<String> {
     const TIMEOUT_MS: u64 = 2000;
     let ports: Vec<String> = (0..2 * brokers).map(|_| free_endpoint()).collect();
     let mut stoppable: Vec<Proc> = ports
@@ -855,6 +908,13 @@ fn stop_brokers_under_load(mode: &str, brokers: usize, pauses: &[Duration]) -> V
         let mut latest = Duration::ZERO;
         for timeout in timeouts(client) {
             let began = timeout.ended - timeout.waited;
+            if starved.during(began, timeout.ended, GRACE) {
+                eprintln!(
+                    "{mode} x {brokers}, {}: the machine starved this test meanwhile: {}",
+                    client.label, timeout.line
+                );
+                continue;
+            }
             let during = stops.iter().position(|&(_, stopped, resumed)| {
                 began < resumed && timeout.ended > stopped && timeout.ended <= resumed + GRACE
             });
@@ -890,9 +950,17 @@ fn stop_brokers_under_load(mode: &str, brokers: usize, pauses: &[Duration]) -> V
     }
     for broker in &stoppable {
         for line in broker.stderr() {
-            if BLAME.iter().any(|word| line.contains(word)) {
-                problems.push(format!("{}: {line}", broker.label));
+            if !BLAME.iter().any(|word| line.contains(word)) {
+                continue;
             }
+            // A worker starved of CPU is silent indeed: an expiry after the
+            // machine starved everyone is no verdict on a broker's pause.
+            let at = logged_at(&line);
+            if starved.during(at, at, Duration::from_secs(3)) {
+                eprintln!("{mode} x {brokers}: the machine starved this test before: {line}");
+                continue;
+            }
+            problems.push(format!("{}: {line}", broker.label));
         }
     }
     if !problems.is_empty() {
@@ -919,15 +987,19 @@ fn brokers_stopped_and_resumed_under_load_lose_nothing_and_blame_no_one() {
     // The four configurations at once, each on its own ports: the test
     // takes as long as one of them.
     let configurations = [("lb", 1), ("lb", 2), ("proxy", 1), ("proxy", 2)];
+    let starved = Starved::default();
+    let done = Arc::new(AtomicBool::new(false));
+    let watch = starved.watch(Arc::clone(&done));
     let runs: Vec<_> = configurations
         .iter()
         .map(|&(mode, brokers)| {
+            let starved = starved.clone();
             thread::spawn(move || {
                 let pauses: Vec<Duration> = PAUSES_MS
                     .iter()
                     .map(|&ms| Duration::from_millis(ms))
                     .collect();
-                stop_brokers_under_load(mode, brokers, &pauses)
+                stop_brokers_under_load(mode, brokers, &pauses, &starved)
             })
         })
         .collect();
@@ -938,5 +1010,11 @@ fn brokers_stopped_and_resumed_under_load_lose_nothing_and_blame_no_one() {
             Err(_) => problems.push(format!("{mode} x {brokers}: failed (see above)")),
         }
     }
+    done.store(true, Ordering::Relaxed);
+    watch.join().unwrap();
+    eprintln!(
+        "the machine starved this test {} times",
+        starved.0.lock().unwrap().len()
+    );
     assert!(problems.is_empty(), "{problems:#?}");
 }

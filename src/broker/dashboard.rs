@@ -120,9 +120,6 @@ pub enum Kind {
     Silent,
     /// Heard from again after going silent.
     Back,
-    /// A READY while holding a request: it dropped the request, or its
-    /// READY crossed it; the request goes to the next idle worker.
-    Restarted,
 }
 
 /// One line of the page's event list.

@@ -33,13 +33,17 @@
 //! worker could take after all (gone, or not reading) is held, and the
 //! frontend is not read until a worker is idle again. And the copy of a
 //! request goes to the next idle worker when the worker holding it turns
-//! out to be gone (its connection closed) or announces itself idle (READY)
-//! without answering it. A worker that took the request, and then lost its
-//! connection or dropped the request, may have done the work already: like
-//! a client's resend ([`crate::lazy_pirate`]), this is *at least once*, and
-//! a request that must not be carried out twice needs an id its server
+//! out to be gone (its connection closed). A worker that took the request
+//! and then lost its connection may have done the work already: like a
+//! client's resend ([`crate::lazy_pirate`]), this is *at least once*, and a
+//! request that must not be carried out twice needs an id its server
 //! remembers. The client still gets one reply: only the worker now holding
 //! the request may answer it.
+//!
+//! A READY from a worker that holds a request is no reason to hand the
+//! request on: a worker sends READY only while it holds no request from
+//! this broker, so this READY left the worker before the request reached
+//! it (they crossed on the wire), and the worker will answer it.
 //!
 //! Why a request can go to a closed connection at all: ROUTER_MANDATORY
 //! refuses a message for a peer only once the socket has processed that
@@ -294,10 +298,10 @@ impl Workers {
     /// run however late that is (stopped, or starved of CPU): no worker
     /// could be heard meanwhile, so that time counts in no worker's silence.
     /// A stop of a heartbeat or more is said, and makes the broker check its
-    /// workers' connections again soon. The clock is due again `next`.
-    fn on_time(&mut self, now: Instant, next: Instant) {
+    /// workers' connections again soon.
+    fn on_time(&mut self, now: Instant) {
         let late = now.saturating_duration_since(self.due);
-        self.due = next;
+        self.due = now;
         self.away += late;
         if late < self.heartbeat {
             return;
@@ -369,9 +373,8 @@ impl Workers {
 
     /// READY: the worker is idle and tells its name. It joins, or is named
     /// if it was known by its heartbeats only. A READY from a worker that
-    /// holds a request means it does not hold it after all: it dropped it,
-    /// or its READY crossed the request on the way; the request goes to the
-    /// next idle worker.
+    /// holds a request crossed that request on the way (see the module
+    /// docs).
     fn ready(&mut self, id: &[u8], name: &[u8], now: Instant) {
         if self.stale(id) {
             return;
@@ -402,27 +405,19 @@ impl Workers {
         };
         let renamed = worker.name.as_deref() != Some(name.as_str());
         worker.name = Some(name);
-        let dropped = worker.holds.take();
-        if let Some(held) = dropped {
-            self.idle.push_back(id.to_vec());
+        // A worker sends READY only while it holds no request from this
+        // broker: this one left before the request arrived, and the worker
+        // answers the request once it has it. It stays busy meanwhile.
+        if let Some(held) = &worker.holds {
             let client = held.client();
-            self.waiting.push_front(held.into_request());
-            warn!(
-                "worker {} announced itself idle while holding a request from client {client}: \
-                 it dropped the request, or its READY crossed it on the way; the request goes to \
-                 the next idle worker",
+            info!(
+                "worker {} announced itself idle (READY) while holding a request from client \
+                 {client}: the READY left it before the request arrived; its reply is still \
+                 expected",
                 self.label(id),
             );
-            let shown = self.shown(id);
-            self.journal.record(
-                Kind::Restarted,
-                &shown,
-                format!(
-                    "announced itself idle while holding a request from client {client}: the \
-                     request goes to the next idle worker"
-                ),
-            );
-        } else if renamed {
+        }
+        if renamed {
             info!("worker {} ready", self.label(id));
             let shown = self.shown(id);
             self.journal
@@ -593,7 +588,7 @@ impl Workers {
         // A stop may have come between the refused send and here: said
         // first, so that this line can tell.
         let now = Instant::now();
-        self.on_time(now, now);
+        self.on_time(now);
         let label = self.label(id);
         let shown = self.shown(id);
         let Some(worker) = self.forget(id) else {
@@ -755,7 +750,7 @@ pub fn run(
 
     while !shutdown.requested() {
         let now = Instant::now();
-        workers.on_time(now, now);
+        workers.on_time(now);
         // Back-pressure: read requests only while some worker is idle.
         let front_events = if workers.waiting.is_empty() && !workers.idle.is_empty() {
             zmq::POLLIN
@@ -782,7 +777,7 @@ pub fn run(
         }
         // A stop during the poll, counted before anything is read.
         let now = Instant::now();
-        workers.on_time(now, now);
+        workers.on_time(now);
 
         if items[1].is_readable() {
             from_workers(backend, frontend, &mut workers, &mut traffic)?;
@@ -795,7 +790,7 @@ pub fn run(
         // A stop during the work above, counted before anyone is judged:
         // silence is measured up to this `now`, whatever comes after it.
         let now = Instant::now();
-        workers.on_time(now, now);
+        workers.on_time(now);
         let heartbeat_due = now >= next_heartbeat;
         if heartbeat_due || workers.recheck.is_some_and(|at| now >= at) {
             send_heartbeats(backend, &mut workers);
