@@ -15,7 +15,9 @@
 //!    itself, but a connection to a broker host that vanished without
 //!    closing it would otherwise be waited on until TCP gives up, many
 //!    minutes later. Hearing from the broker, or a connection to it coming
-//!    up, meanwhile cancels the new socket.
+//!    up, meanwhile cancels the new socket. Time this worker itself did not
+//!    run (stopped, or starved of CPU) counts in no silence of the broker's,
+//!    as the broker counts its own stops in no worker's.
 //!
 //! Work never silences the worker. The loop below is the heart of it: one
 //! `zmq::poll` wakes it for a message, a heartbeat due, or the end of the
@@ -533,8 +535,19 @@ impl Broker {
         // may have left up to an interval before, so the broker may have
         // heard nothing for three, and forgotten this worker.
         let forgotten_after = self.heartbeat * (protocol::MISSED_HEARTBEATS - 1);
-        if now.duration_since(std::mem::replace(&mut self.last_tick, now)) > forgotten_after {
+        let gap = now.duration_since(std::mem::replace(&mut self.last_tick, now));
+        if gap > forgotten_after {
             self.owes_ready = true;
+        }
+        // The loop comes here at least every CHECK_INTERVAL_MS: beyond
+        // that (and a margin), the worker itself did not run, and heard
+        // nothing through no fault of the broker. That time counts in no
+        // silence of the broker's (what the broker sent meanwhile was read
+        // just before, in `receive`).
+        let own_stop = gap.saturating_sub(Duration::from_millis(2 * CHECK_INTERVAL_MS as u64));
+        if !own_stop.is_zero() {
+            self.last_heard = (self.last_heard + own_stop).min(now);
+            self.reconnect_at = self.reconnect_at.map(|at| at + own_stop);
         }
         let up = self.watch.is_up();
         // READY first: a new broker then learns the worker's name before

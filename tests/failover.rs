@@ -624,20 +624,16 @@ fn a_client_of_two_brokers_pays_one_timeout_for_a_stopped_broker() {
     // it, each costing a timeout, until the ZMTP heartbeats give up on it
     // (up to 40 s). One timeout must be enough to steer clear of it until
     // it runs again.
-    let ports: Vec<String> = (0..4).map(|_| free_endpoint()).collect();
-    let mut broker1 = start_broker_on("proxy", &ports[0], &ports[1], &[]);
-    let broker2 = start_broker_on("proxy", &ports[2], &ports[3], &[]);
-    let _worker = Proc::start(
-        WORKER,
-        &["--connect", &format!("{},{}", ports[1], ports[3])],
-    );
+    let (mut broker1, front1, back1) = start_broker("proxy", &[]);
+    let (broker2, front2, back2) = start_broker("proxy", &[]);
+    let _worker = Proc::start(WORKER, &["--connect", &format!("{back1},{back2}")]);
     broker1.wait_log("backend: 127.0.0.1", SOON);
     broker2.wait_log("backend: 127.0.0.1", SOON);
     let mut client = Proc::start(
         BROKER_CLIENT,
         &[
             "--connect",
-            &format!("{},{}", ports[0], ports[2]),
+            &format!("{front1},{front2}"),
             "--interval-ms",
             "0",
             "--timeout-ms",
@@ -787,18 +783,15 @@ fn stop_brokers_under_load(
     starved: &Starved,
 ) -> Vec<String> {
     const TIMEOUT_MS: u64 = 2000;
-    let ports: Vec<String> = (0..2 * brokers).map(|_| free_endpoint()).collect();
-    let mut stoppable: Vec<Proc> = ports
-        .chunks(2)
-        .map(|pair| start_broker_on(mode, &pair[0], &pair[1], &[]))
-        .collect();
-    let frontends: Vec<&str> = ports.iter().step_by(2).map(String::as_str).collect();
-    let backends: Vec<&str> = ports
-        .iter()
-        .skip(1)
-        .step_by(2)
-        .map(String::as_str)
-        .collect();
+    // Ports of their own choosing (`*`): no broker is started again on them.
+    let mut stoppable = Vec::with_capacity(brokers);
+    let (mut frontends, mut backends) = (Vec::new(), Vec::new());
+    for _ in 0..brokers {
+        let (broker, frontend, backend) = start_broker(mode, &[]);
+        stoppable.push(broker);
+        frontends.push(frontend);
+        backends.push(backend);
+    }
     let backends = backends.join(",");
     let worker_mode = if mode == "lb" { "lb" } else { "plain" };
     let workers: Vec<Proc> = (1..=2)
