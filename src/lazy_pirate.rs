@@ -200,8 +200,9 @@ struct Server {
     /// The one endpoint this socket is connected to, when there is a socket
     /// per server; `None` for one socket connected to every endpoint.
     endpoint: Option<String>,
-    /// Its connection was replaced after a timeout, and the new one is not
-    /// up yet: no requests for it meanwhile.
+    /// Its connection was replaced after a timeout, and it has not had a
+    /// request since: the log says so when it gets one again. (What keeps
+    /// requests from it meanwhile is ZMQ_IMMEDIATE: see [`Server::can_send`].)
     replaced: bool,
 }
 
