@@ -2,9 +2,10 @@
 //!
 //! Both are the same program: a REQ socket cannot tell a REP server from a
 //! broker's ROUTER frontend, which is the point of a broker. The loop sends a
-//! request, waits for its reply (see [`crate::lazy_pirate`] for the socket and
-//! its retries), prints one line, pauses `--interval-ms`, and goes again,
-//! `--count` times or forever.
+//! request, waits for its reply (see [`crate::lazy_pirate`] for the REQ
+//! socket, one per server when there are several, and the retries), prints
+//! one line, pauses `--interval-ms`, and goes again, `--count` times or
+//! forever.
 //!
 //! Output, one line per reply, then a summary at the end:
 //!

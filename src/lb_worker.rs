@@ -15,7 +15,9 @@
 //!    itself, but a connection to a broker host that vanished without
 //!    closing it would otherwise be waited on until TCP gives up, many
 //!    minutes later. Hearing from the broker, or a connection to it coming
-//!    up, meanwhile cancels the new socket.
+//!    up, meanwhile cancels the new socket. Time this worker itself did not
+//!    run (stopped, or starved of CPU) counts in no silence of the broker's,
+//!    as the broker counts its own stops in no worker's.
 //!
 //! Work never silences the worker. The loop below is the heart of it: one
 //! `zmq::poll` wakes it for a message, a heartbeat due, or the end of the
@@ -31,11 +33,21 @@
 //!
 //! The broker may have restarted, or forgotten the worker while one could
 //! not hear the other: the worker sends READY again on every new
-//! connection, when the broker answers after a silence, and after a pause
-//! of its own (a stopped process), but only while it holds no request
-//! from that broker, since READY means "idle" (see [`crate::protocol`]). A
-//! request that arrives while the worker is busy (a broker that restarted
-//! and took the worker for idle) is queued behind the current one.
+//! connection and after a pause of its own (a stopped process), but only
+//! while it holds no request from that broker, since READY means "idle"
+//! (see [`crate::protocol`]). A request that arrives while the worker is
+//! busy (a broker that restarted and took the worker for idle) is queued
+//! behind the current one.
+//!
+//! A broker that answers again after a silence, on the same connection,
+//! gets no READY: it is the same broker process, which either still knows
+//! this worker (a broker that was stopped itself holds its own silence
+//! against no worker) or forgot it for its silence and takes it back, name
+//! and all, at its next HEARTBEAT. A READY then would be useless, and
+//! confusing: right after a stop, the broker hands out the requests waiting
+//! for it, and a READY crossing one of them on the wire says "idle" while
+//! the request is on its way (the broker copes: it still expects the
+//! reply).
 //!
 //! ## Several brokers
 //!
@@ -346,8 +358,8 @@ struct Broker {
     heard_heartbeat: bool,
     told_not_lb: bool,
     told_unexpected: bool,
-    /// READY is due: the connection is new, or the broker answered after a
-    /// silence and may have forgotten this worker.
+    /// READY is due: the connection is new, or this worker was stopped
+    /// long enough for the broker to forget it.
     owes_ready: bool,
     /// When a new socket is due, once the broker was found silent.
     reconnect_at: Option<Instant>,
@@ -455,9 +467,8 @@ impl Broker {
             };
             let now = Instant::now();
             if self.reconnect_at.take().is_some() {
+                // No READY (see the module docs).
                 info!("the broker at {} answers again", self.endpoint);
-                // It may have forgotten this worker meanwhile.
-                self.owes_ready = true;
             }
             self.last_heard = now;
             self.backoff.reset();
@@ -524,8 +535,19 @@ impl Broker {
         // may have left up to an interval before, so the broker may have
         // heard nothing for three, and forgotten this worker.
         let forgotten_after = self.heartbeat * (protocol::MISSED_HEARTBEATS - 1);
-        if now.duration_since(std::mem::replace(&mut self.last_tick, now)) > forgotten_after {
+        let gap = now.duration_since(std::mem::replace(&mut self.last_tick, now));
+        if gap > forgotten_after {
             self.owes_ready = true;
+        }
+        // The loop comes here at least every CHECK_INTERVAL_MS: beyond
+        // that (and a margin), the worker itself did not run, and heard
+        // nothing through no fault of the broker. That time counts in no
+        // silence of the broker's (what the broker sent meanwhile was read
+        // just before, in `receive`).
+        let own_stop = gap.saturating_sub(Duration::from_millis(2 * CHECK_INTERVAL_MS as u64));
+        if !own_stop.is_zero() {
+            self.last_heard = (self.last_heard + own_stop).min(now);
+            self.reconnect_at = self.reconnect_at.map(|at| at + own_stop);
         }
         let up = self.watch.is_up();
         // READY first: a new broker then learns the worker's name before

@@ -24,10 +24,13 @@
 //!
 //! READY means the worker holds no request from this broker: the worker
 //! sends it on every new connection (the broker may be a new process) and
-//! when the broker answers after a silence (it may have forgotten the
-//! worker), but never while it holds a request. A broker that hears a
-//! HEARTBEAT from a worker it does not know takes it in, idle and nameless,
-//! until its READY names it.
+//! after a stop of its own long enough for the broker to forget it, but
+//! never while it holds a request. A broker that forgot a worker for its
+//! silence, its connection still open, takes it back at its next HEARTBEAT
+//! under the name it had; one that hears a HEARTBEAT from a worker it never
+//! knew (its READY went to an earlier broker) takes it in, idle and
+//! nameless, until its READY names it. A broker counts its own stops in no
+//! worker's silence.
 //!
 //! A worker may speak the protocol to several brokers at once (`worker
 //! --mode lb --connect A,B`), over one DEALER each: every broker sees an

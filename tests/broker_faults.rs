@@ -373,32 +373,6 @@ fn defect_8_proxy_broker_and_lb_worker_each_say_what_is_wrong() {
     assert_eq!(broker.log_lines("no envelope"), Vec::<String>::new());
 }
 
-/// Waits (at most 10 s) until every thread of process `pid` is stopped:
-/// SIGSTOP is delivered after `kill` returns.
-fn wait_stopped(pid: u32) {
-    let deadline = Instant::now() + SOON;
-    let all_stopped = || {
-        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads");
-        tasks.flatten().all(|task| {
-            // "pid (name) STATE ...": the state follows the last ')'.
-            std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
-                stat.rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .trim_start()
-                    .starts_with('T')
-            })
-        })
-    };
-    while !all_stopped() {
-        assert!(
-            Instant::now() < deadline,
-            "process {pid} not stopped within {SOON:?}"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn lb_broker_does_not_blame_the_mode_of_a_peer_that_hung_up_before_the_handshake() {
     // Seen after `docker compose pause broker1` / `unpause`: the lb workers
@@ -610,4 +584,130 @@ fn defect_9_lb_worker_paused_for_a_while_announces_its_name_again() {
     broker.wait_log(" expired", SOON);
     worker.signal(libc::SIGCONT);
     broker.wait_log_count(") ready", 2, SOON);
+}
+
+// --- issue 20: a broker that stalls, and what it knows of its workers ---------
+
+#[test]
+fn lb_broker_hands_the_request_of_a_worker_gone_with_it_to_another_worker() {
+    // The first worker takes the request and dies with it. The client has
+    // no timeout (a naive REQ cannot resend): only the broker can save the
+    // request, by handing it to the second worker, idle all along.
+    let (broker, frontend, backend) = start_broker("lb", &["--heartbeat-ms", "300"]);
+    let mut first = start_lb_worker(&backend, "first", "300", &["--work-ms", "60000"]);
+    broker.wait_log("worker first (", SOON);
+    let second = start_lb_worker(&backend, "second", "300", &[]);
+    broker.wait_log("worker second (", SOON);
+    let mut client = Proc::start(
+        BROKER_CLIENT,
+        &["--connect", &frontend, "--count", "1", "--timeout-ms", "0"],
+    );
+    first.wait_log("request b\"Hello\"", SOON);
+    first.signal(libc::SIGKILL);
+    assert!(first.wait_exit(SOON).is_some());
+    client.expect_exit(0, SOON);
+    assert_eq!(reply_lines(&client).len(), 1);
+    second.wait_log("request b\"Hello\"", SOON);
+    let gone = broker.wait_log("worker first (", SOON);
+    assert!(!gone.contains("lost"), "{gone}");
+    let said = broker.wait_log("its connection is closed", SOON);
+    assert!(said.contains("goes to the next idle worker"), "{said}");
+}
+
+#[test]
+fn lb_broker_still_expects_the_reply_of_a_worker_whose_ready_crossed_the_request() {
+    // A worker sends READY only while it holds no request from the broker,
+    // but the broker may hand it one at that very moment: READY and the
+    // request cross on the wire. The worker answers the request; the
+    // broker must take that reply, not call the request lost.
+    let (broker, frontend, backend) = start_broker("lb", &[]);
+    let ctx = zmq::Context::new();
+    let a = FakeWorker::join(&ctx, &backend, "a");
+    broker.wait_log("worker a (", SOON);
+    let b = FakeWorker::join(&ctx, &backend, "b");
+    broker.wait_log("worker b (", SOON);
+    let client = test_req(&ctx, &frontend);
+    client.send("Hello", 0).unwrap();
+    let request = a.request();
+    // The READY a sent before the request reached it...
+    a.send(&[&[READY][..], b"a"]);
+    let said = broker.wait_log("while holding a request", SOON);
+    assert!(!said.contains("lost"), "{said}");
+    // ...and then its reply.
+    a.send(&[&request[0], &request[1], b"from a"]);
+    assert_eq!(client.recv_bytes(0).unwrap(), b"from a");
+    // The request went to no one else.
+    b.socket.set_rcvtimeo(500).unwrap();
+    while let Ok(frames) = b.socket.recv_multipart(0) {
+        assert_eq!(frames, [vec![HEARTBEAT]], "b got more than heartbeats");
+    }
+}
+
+/// Lines in which a broker judges a worker: none may follow a stop of the
+/// broker itself.
+const BLAME: [&str; 5] = [
+    " expired",
+    "silent for",
+    "lost",
+    "rejoined",
+    "idle while holding",
+];
+
+#[test]
+fn lb_broker_stopped_blames_no_worker_for_its_own_silence() {
+    // Heartbeats every 200 ms: the broker forgets a worker after 0.6 s of
+    // silence, and the worker opens a new connection after 0.6 s + 1 s.
+    // Stopped for 1.2 s, the broker finds the worker on its old connection
+    // (which the worker kept); for 2.5 s, on a new one.
+    let (mut broker, frontend, backend) = start_broker("lb", &["--heartbeat-ms", "200"]);
+    let worker = start_lb_worker(&backend, "w", "200", &[]);
+    broker.wait_log("worker w (", SOON);
+    let ctx = zmq::Context::new();
+    for pause in [1200, 2500] {
+        stop_for(&mut broker, Duration::from_millis(pause));
+        let client = test_req(&ctx, &frontend);
+        client.send("Hello", 0).unwrap();
+        assert_eq!(client.recv_bytes(0).unwrap(), b"World");
+    }
+    worker.wait_log("reconnected to", SOON);
+    // Its whole log: stopped, it has written every line.
+    broker.signal(libc::SIGTERM);
+    broker.expect_exit(0, SOON);
+    let log = broker.stderr();
+    let blamed: Vec<&String> = log
+        .iter()
+        .filter(|line| BLAME.iter().any(|word| line.contains(word)))
+        .collect();
+    assert!(blamed.is_empty(), "{blamed:#?}");
+    // Every worker it knows has a name: it never took one in by a stale
+    // heartbeat.
+    assert!(
+        log.iter().all(|line| !line.contains("on its heartbeat")),
+        "{log:#?}"
+    );
+    // What it does say: that it was stopped itself (twice at least: a
+    // loaded machine may starve it of CPU as well).
+    let stops = broker.log_lines("] stopped for");
+    assert!(stops.len() >= 2, "{stops:#?}");
+}
+
+#[test]
+fn lb_broker_says_a_late_reply_is_delivered_only_once_it_is() {
+    let (broker, frontend, backend) = start_broker("lb", &["--heartbeat-ms", "200"]);
+    let ctx = zmq::Context::new();
+    // It never heartbeats: found silent with the request in hand.
+    let stuck = FakeWorker::join(&ctx, &backend, "stuck");
+    broker.wait_log("worker stuck (", SOON);
+    let client = test_req(&ctx, &frontend);
+    client.send("Hello", 0).unwrap();
+    let request = stuck.request();
+    broker.wait_log("may be lost", SOON);
+    // The client gives up and leaves before the late reply comes.
+    drop(client);
+    broker.wait_log("frontend: 127.0.0.1", SOON);
+    broker.wait_log(" disconnected", SOON);
+    stuck.send(&[&request[0], &request[1], b"late"]);
+    let said = broker.wait_log("answered after all", SOON);
+    assert!(!said.contains("is delivered"), "{said}");
+    assert!(said.contains("is gone"), "{said}");
 }

@@ -10,8 +10,10 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
 
@@ -380,7 +382,7 @@ fn kill_a_broker_under_load(mode: &str) -> Failover {
     let ports: Vec<String> = (0..4).map(|_| free_endpoint()).collect();
     let (front1, back1, front2, back2) = (&ports[0], &ports[1], &ports[2], &ports[3]);
     let mut broker1 = start_broker_on(mode, front1, back1, &["--heartbeat-ms", &heartbeat]);
-    let broker2 = start_broker_on(mode, front2, back2, &["--heartbeat-ms", &heartbeat]);
+    let mut broker2 = start_broker_on(mode, front2, back2, &["--heartbeat-ms", &heartbeat]);
     let backends = format!("{back1},{back2}");
     let worker_mode = if mode == "lb" { "lb" } else { "plain" };
     let mut workers: Vec<Proc> = (1..=2)
@@ -448,6 +450,9 @@ fn kill_a_broker_under_load(mode: &str) -> Failover {
         assert!(before < 100, "the kill came too late: {at_kill:?}");
         client.wait_out_count(" got ", (before + 10).min(100), SOON);
     }
+    // Requests it handed from a worker gone with them to another (at
+    // least once: the first may have done the work too).
+    let mut handed_on = broker1.log_lines("goes to the next idle worker").len();
     drop(broker1);
 
     // ...then broker 1 is back on the same ports, and the workers join it
@@ -494,12 +499,22 @@ fn kill_a_broker_under_load(mode: &str) -> Failover {
         })
         .collect();
     let total: u64 = served.iter().sum();
+    let mut broker1 = broker1;
+    for broker in [&mut broker1, &mut broker2] {
+        // Stopped: every line written.
+        broker.signal(libc::SIGTERM);
+        broker.expect_exit(0, SOON);
+        handed_on += broker.log_lines("goes to the next idle worker").len();
+    }
     // Every reply a client took was served once; a worker may also have
     // served a request whose reply died with broker 1, which its client
-    // then resent: at most one per resend.
+    // then resent (at most one per resend), or one that a broker handed on
+    // from a worker gone with it (at most one per hand-over).
+    let most = delivered + resent + handed_on as u64;
     assert!(
-        (delivered..=delivered + resent).contains(&total),
-        "workers served {served:?}, {total} in all, for {delivered} replies and {resent} resends"
+        (delivered..=most).contains(&total),
+        "workers served {served:?}, {total} in all, for {delivered} replies, {resent} resends \
+         and {handed_on} requests handed on"
     );
     assert!(
         served.iter().all(|&n| n > 0),
@@ -569,4 +584,430 @@ fn clients_resend_to_the_broker_that_is_alive() {
         .filter(|line| line.contains("no reply within"))
         .collect();
     assert_eq!(timeouts.len(), 1, "{timeouts:#?}");
+}
+
+// --- issue 20: a broker stopped (SIGSTOP), as `docker compose pause` does ------
+
+/// The total replies a broker counted, from its last traffic line
+/// ("... (12 / 10 in total, 0 dropped) ..."); 0 before its first one.
+fn replies_out(broker: &Proc) -> u64 {
+    broker
+        .log_lines(" in total, ")
+        .last()
+        .and_then(|line| {
+            let totals = line.split(" in total").next()?.rsplit('(').next()?;
+            totals.split(" / ").nth(1)?.trim().parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Waits until `broker` has counted `more` replies beyond `since`.
+fn wait_replies_out(broker: &Proc, since: u64, more: u64) {
+    let deadline = Instant::now() + SOON;
+    while replies_out(broker) < since + more {
+        assert!(
+            Instant::now() < deadline,
+            "{} counted {} replies, not {} more than {since}: {:#?}",
+            broker.label,
+            replies_out(broker),
+            more,
+            broker.stderr()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_client_of_two_brokers_pays_one_timeout_for_a_stopped_broker() {
+    // A stopped broker keeps its connections open, and a REQ that hands
+    // its requests in turn to both brokers sends every other request into
+    // it, each costing a timeout, until the ZMTP heartbeats give up on it
+    // (up to 40 s). One timeout must be enough to steer clear of it until
+    // it runs again.
+    let (mut broker1, front1, back1) = start_broker("proxy", &[]);
+    let (broker2, front2, back2) = start_broker("proxy", &[]);
+    let _worker = Proc::start(WORKER, &["--connect", &format!("{back1},{back2}")]);
+    broker1.wait_log("backend: 127.0.0.1", SOON);
+    broker2.wait_log("backend: 127.0.0.1", SOON);
+    let mut client = Proc::start(
+        BROKER_CLIENT,
+        &[
+            "--connect",
+            &format!("{front1},{front2}"),
+            "--interval-ms",
+            "0",
+            "--timeout-ms",
+            "500",
+            "--retries",
+            "3",
+        ],
+    );
+    client.wait_out_count(" got ", 10, SOON);
+    wait_replies_out(&broker1, 0, 1);
+    stop_for(&mut broker1, Duration::from_secs(4));
+    // Broker 1 serves again, in turn with broker 2.
+    let resumed_with = replies_out(&broker1);
+    wait_replies_out(&broker1, resumed_with, 5);
+    let got = reply_lines(&client).len();
+    client.wait_out_count(" got ", got + 10, SOON);
+    client.signal(libc::SIGTERM);
+    client.expect_exit(0, SOON);
+    let timeouts = client.log_lines("no reply within");
+    assert!(timeouts.len() <= 1, "{timeouts:#?}");
+    let replied = replied(&client);
+    assert_eq!(replied, (1..=replied.len() as u64).collect::<Vec<u64>>());
+}
+
+/// When a log line was written: its timestamp (`2026-12-06T10:21:30.843560Z`,
+/// UTC) as a `SystemTime`.
+fn logged_at(line: &str) -> SystemTime {
+    let stamp = line.split_whitespace().next().unwrap_or_default();
+    let parse = || -> Option<SystemTime> {
+        let (date, time) = stamp.strip_suffix('Z')?.split_once('T')?;
+        let mut ymd = date.split('-').map(|part| part.parse::<i64>());
+        let (y, m, d) = (ymd.next()?.ok()?, ymd.next()?.ok()?, ymd.next()?.ok()?);
+        let (hms, fraction) = time.split_once('.')?;
+        let mut hms = hms.split(':').map(|part| part.parse::<i64>());
+        let (h, min, s) = (hms.next()?.ok()?, hms.next()?.ok()?, hms.next()?.ok()?);
+        let micros: u64 = format!("{fraction:0<6}")[..6].parse().ok()?;
+        // Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        let secs = u64::try_from(days * 86_400 + h * 3600 + min * 60 + s).ok()?;
+        Some(UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros))
+    };
+    parse().unwrap_or_else(|| panic!("no timestamp in {line:?}"))
+}
+
+#[test]
+fn log_timestamps_are_read_as_utc() {
+    let at = logged_at("2026-12-06T10:21:30.843560Z  WARN broker[b1] x");
+    assert_eq!(
+        at.duration_since(UNIX_EPOCH).unwrap(),
+        Duration::from_micros(1_796_552_490_843_560)
+    );
+}
+
+/// A client's timeout: when its wait ended, and how long it was.
+struct Timeout {
+    ended: SystemTime,
+    waited: Duration,
+    line: String,
+}
+
+fn timeouts(client: &Proc) -> Vec<Timeout> {
+    client
+        .log_lines(": no reply within ")
+        .into_iter()
+        .map(|line| {
+            let ms = line
+                .split("no reply within ")
+                .nth(1)
+                .and_then(|rest| rest.split(" ms").next())
+                .and_then(|ms| ms.parse().ok())
+                .unwrap_or_else(|| panic!("no wait in {line:?}"));
+            Timeout {
+                ended: logged_at(&line),
+                waited: Duration::from_millis(ms),
+                line,
+            }
+        })
+        .collect()
+}
+
+/// What a broker may not say after its own stop: a judgement of a worker.
+const BLAME: [&str; 5] = [
+    " expired",
+    "silent for",
+    "lost",
+    "rejoined",
+    "on its heartbeat",
+];
+
+/// How long after it runs again a broker may still take to answer a
+/// request its clients sent while it was stopped: it serves first the
+/// copies they resent meanwhile (one per timeout, each taking --work-ms),
+/// and an lb broker may first hand a request to a connection its worker
+/// had closed, and learn it at the heartbeat it sends 100 ms later.
+const GRACE: Duration = Duration::from_millis(1500);
+
+/// The windows in which this test process did not run for half a second or
+/// more: the machine starved it (a loaded CI runner, or a host that stops
+/// the machine), and most likely every process on it. A timeout, or a
+/// broker's judgement of a worker, in such a window is not the doing of a
+/// broker's pause: it is reported, but apart.
+#[derive(Clone, Default)]
+struct Starved(Arc<Mutex<Vec<(SystemTime, SystemTime)>>>);
+
+impl Starved {
+    /// Watches from a thread of its own until `done` is set.
+    fn watch(&self, done: Arc<AtomicBool>) -> thread::JoinHandle<()> {
+        let windows = Arc::clone(&self.0);
+        thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                let before = Instant::now();
+                thread::sleep(Duration::from_millis(25));
+                let took = before.elapsed();
+                if took >= Duration::from_millis(500) {
+                    let now = SystemTime::now();
+                    windows.lock().unwrap().push((now - took, now));
+                }
+            }
+        })
+    }
+
+    /// Whether `[from, to]` meets a window, or the `after` that follows it.
+    fn during(&self, from: SystemTime, to: SystemTime, after: Duration) -> bool {
+        let windows = self.0.lock().unwrap();
+        windows
+            .iter()
+            .any(|&(start, end)| from <= end + after && to >= start)
+    }
+}
+
+/// Issue 20, "done when": `brokers` brokers in `mode` (1 or 2), two
+/// workers and two clients connected to all of them, and the brokers
+/// stopped in turn (SIGSTOP, as `docker compose pause` does) for each of
+/// `pauses`, then resumed. Nothing may be lost or crossed, a client may
+/// time out only because of a pause (once per pause with two brokers), and
+/// no broker may blame a worker for its own silence. Returns what went
+/// wrong, if anything.
+fn stop_brokers_under_load(
+    mode: &str,
+    brokers: usize,
+    pauses: &[Duration],
+    starved: &Starved,
+) -> Vec<String> {
+    const TIMEOUT_MS: u64 = 2000;
+    // Ports of their own choosing (`*`): no broker is started again on them.
+    let mut stoppable = Vec::with_capacity(brokers);
+    let (mut frontends, mut backends) = (Vec::new(), Vec::new());
+    for _ in 0..brokers {
+        let (broker, frontend, backend) = start_broker(mode, &[]);
+        stoppable.push(broker);
+        frontends.push(frontend);
+        backends.push(backend);
+    }
+    let backends = backends.join(",");
+    let worker_mode = if mode == "lb" { "lb" } else { "plain" };
+    let workers: Vec<Proc> = (1..=2)
+        .map(|i| {
+            Proc::start(
+                WORKER,
+                &[
+                    "--connect",
+                    &backends,
+                    "--mode",
+                    worker_mode,
+                    "--echo",
+                    "--work-ms",
+                    "100",
+                    "--name",
+                    &format!("w{i}"),
+                ],
+            )
+        })
+        .collect();
+    let joined = if mode == "lb" {
+        ") ready"
+    } else {
+        "backend: 127.0.0.1"
+    };
+    for broker in &stoppable {
+        broker.wait_log_count(joined, 2, SOON);
+    }
+    let timeout = TIMEOUT_MS.to_string();
+    let frontends = frontends.join(",");
+    let mut clients: Vec<Proc> = (1..=2)
+        .map(|i| {
+            Proc::start(
+                BROKER_CLIENT,
+                &[
+                    "--connect",
+                    &frontends,
+                    "--message",
+                    &format!("c{i}"),
+                    "--interval-ms",
+                    "0",
+                    "--timeout-ms",
+                    &timeout,
+                    // Enough for the longest pause of a lone broker.
+                    "--retries",
+                    "10",
+                    "--name",
+                    &format!("c{i}"),
+                ],
+            )
+        })
+        .collect();
+    for client in &clients {
+        client.wait_out_count(" got ", 5, SOON);
+    }
+
+    let mut stops = Vec::with_capacity(pauses.len());
+    for (i, &pause) in pauses.iter().enumerate() {
+        let victim = i % brokers;
+        let (stopped, resumed) = stop_for(&mut stoppable[victim], pause);
+        stops.push((victim, stopped, resumed));
+        // Running again: it serves its clients again, and they go on.
+        let counted = replies_out(&stoppable[victim]);
+        wait_replies_out(&stoppable[victim], counted, 4);
+        for client in &clients {
+            let got = reply_lines(client).len();
+            client.wait_out_count(" got ", got + 4, SOON);
+        }
+    }
+
+    for client in &mut clients {
+        client.signal(libc::SIGTERM);
+        client.expect_exit(0, SOON);
+    }
+    // The brokers' whole logs: stopped, each has written every line. (The
+    // workers' logs are not read: they are killed when dropped.)
+    for broker in &mut stoppable {
+        broker.signal(libc::SIGTERM);
+        broker.expect_exit(0, SOON);
+    }
+
+    let mut problems = Vec::new();
+    for client in &clients {
+        // Every request answered, in order, with its own echo.
+        let replied = replied(client);
+        if replied != (1..=replied.len() as u64).collect::<Vec<u64>>() {
+            problems.push(format!("{}: replies {replied:?}", client.label));
+        }
+        for line in reply_lines(client) {
+            let sent = line
+                .split(" sent ")
+                .nth(1)
+                .and_then(|s| s.split(" got ").next());
+            let got = line
+                .split(" got ")
+                .nth(1)
+                .and_then(|s| s.split(" in ").next());
+            if sent != got {
+                problems.push(format!("crossed: {line}"));
+            }
+        }
+        // Each timeout is a pause's doing: its wait overlapped a stop and
+        // ended soon after the broker ran again.
+        let mut per_stop = vec![0; stops.len()];
+        // The latest a timeout came after its broker ran again, for the
+        // output.
+        let mut latest = Duration::ZERO;
+        for timeout in timeouts(client) {
+            let began = timeout.ended - timeout.waited;
+            if starved.during(began, timeout.ended, GRACE) {
+                eprintln!(
+                    "{mode} x {brokers}, {}: the machine starved this test meanwhile: {}",
+                    client.label, timeout.line
+                );
+                continue;
+            }
+            let during = stops.iter().position(|&(_, stopped, resumed)| {
+                began < resumed && timeout.ended > stopped && timeout.ended <= resumed + GRACE
+            });
+            match during {
+                Some(stop) => {
+                    per_stop[stop] += 1;
+                    let after = timeout.ended.duration_since(stops[stop].2);
+                    latest = latest.max(after.unwrap_or_default());
+                }
+                None => problems.push(format!(
+                    "{}: a timeout while every broker ran: {}",
+                    client.label, timeout.line
+                )),
+            }
+        }
+        if brokers > 1 {
+            for (stop, &count) in per_stop.iter().enumerate() {
+                if count > 1 {
+                    problems.push(format!(
+                        "{}: {count} timeouts during stop {} ({:?})",
+                        client.label,
+                        stop + 1,
+                        pauses[stop]
+                    ));
+                }
+            }
+        }
+        eprintln!(
+            "{mode} x {brokers}, {}: timeouts per stop {per_stop:?}, the latest {latest:?} \
+             after its broker ran again",
+            client.label
+        );
+    }
+    for broker in &stoppable {
+        for line in broker.stderr() {
+            if !BLAME.iter().any(|word| line.contains(word)) {
+                continue;
+            }
+            // A worker starved of CPU is silent indeed: an expiry after the
+            // machine starved everyone is no verdict on a broker's pause.
+            let at = logged_at(&line);
+            if starved.during(at, at, Duration::from_secs(3)) {
+                eprintln!("{mode} x {brokers}: the machine starved this test before: {line}");
+                continue;
+            }
+            problems.push(format!("{}: {line}", broker.label));
+        }
+    }
+    if !problems.is_empty() {
+        // What every process said, to tell what happened.
+        for process in stoppable.iter().chain(&workers).chain(&clients) {
+            eprintln!(
+                "--- {mode} x {brokers}: {} ---\n{}",
+                process.label,
+                process.stderr().join("\n")
+            );
+        }
+    }
+    problems
+        .into_iter()
+        .map(|problem| format!("{mode} x {brokers}: {problem}"))
+        .collect()
+}
+
+/// Each configuration's stops, 20 in all, of 5 to 8 s.
+const PAUSES_MS: [u64; 5] = [5000, 6500, 8000, 5750, 7250];
+
+#[test]
+fn brokers_stopped_and_resumed_under_load_lose_nothing_and_blame_no_one() {
+    // The four configurations at once, each on its own ports: the test
+    // takes as long as one of them.
+    let configurations = [("lb", 1), ("lb", 2), ("proxy", 1), ("proxy", 2)];
+    let starved = Starved::default();
+    let done = Arc::new(AtomicBool::new(false));
+    let watch = starved.watch(Arc::clone(&done));
+    let runs: Vec<_> = configurations
+        .iter()
+        .map(|&(mode, brokers)| {
+            let starved = starved.clone();
+            thread::spawn(move || {
+                let pauses: Vec<Duration> = PAUSES_MS
+                    .iter()
+                    .map(|&ms| Duration::from_millis(ms))
+                    .collect();
+                stop_brokers_under_load(mode, brokers, &pauses, &starved)
+            })
+        })
+        .collect();
+    let mut problems = Vec::new();
+    for (run, (mode, brokers)) in runs.into_iter().zip(configurations) {
+        match run.join() {
+            Ok(found) => problems.extend(found),
+            Err(_) => problems.push(format!("{mode} x {brokers}: failed (see above)")),
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    watch.join().unwrap();
+    eprintln!(
+        "the machine starved this test {} times",
+        starved.0.lock().unwrap().len()
+    );
+    assert!(problems.is_empty(), "{problems:#?}");
 }

@@ -566,8 +566,8 @@ pub fn unix_ns() -> u64 {
 }
 
 /// `clients` lock-step Lazy Pirate clients, each the suite's own
-/// [`ReliableReq`] (one REQ socket with ZMQ_REQ_RELAXED and
-/// ZMQ_REQ_CORRELATE, connected to every broker in `connect`), asking until
+/// [`ReliableReq`] (a REQ socket with ZMQ_REQ_RELAXED and
+/// ZMQ_REQ_CORRELATE for each broker in `connect`), asking until
 /// SIGTERM; then prints its [`Trace`]. Prints `running` on stderr once
 /// every client has had a reply.
 pub fn failover_clients(

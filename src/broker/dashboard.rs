@@ -108,8 +108,9 @@ pub enum Kind {
     /// A READY from a worker the broker did not know.
     Joined,
     /// A READY from a new connection, with the name of a worker that
-    /// expired earlier; or a heartbeat from a worker the broker did not
-    /// know (it had announced itself to an earlier broker).
+    /// expired earlier; a READY or a heartbeat from a worker forgotten for
+    /// its silence; or a heartbeat from a worker the broker did not know
+    /// (it had announced itself to an earlier broker).
     Rejoined,
     /// A worker known by its heartbeats only, named by its READY.
     Named,
@@ -119,8 +120,6 @@ pub enum Kind {
     Silent,
     /// Heard from again after going silent.
     Back,
-    /// A READY while holding a request: it restarted, the request is lost.
-    Restarted,
 }
 
 /// One line of the page's event list.

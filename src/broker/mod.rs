@@ -255,6 +255,9 @@ fn recv_message(socket: &zmq::Socket) -> zmq::Result<Option<Vec<zmq::Message>>> 
             Ok(()) => {}
             // Frames of a message arrive together: only the first can be missing.
             Err(zmq::Error::EAGAIN) if frames.is_empty() => return Ok(None),
+            // A signal (Ctrl-C, SIGTERM) came during the call: the loop
+            // looks at the stop flag soon; this frame is still there.
+            Err(zmq::Error::EINTR) => continue,
             Err(error) => return Err(error),
         }
         let more = frame.get_more();
@@ -354,19 +357,34 @@ fn next_request(
 }
 
 /// Sends a worker's reply, `[client identity, "", body...]`, to that client,
-/// counting it, or says why it could not be delivered.
-fn deliver_reply(frontend: &zmq::Socket, reply: Vec<zmq::Message>, traffic: &mut Traffic) {
+/// counting it, or says why it could not be delivered (and returns why).
+fn deliver_reply(
+    frontend: &zmq::Socket,
+    reply: Vec<zmq::Message>,
+    traffic: &mut Traffic,
+) -> Result<(), Refused> {
     match send_message(frontend, None, reply) {
-        Ok(()) => traffic.replies_out += 1,
+        Ok(()) => {
+            traffic.replies_out += 1;
+            Ok(())
+        }
         // ROUTER_MANDATORY said so.
-        Err((Refused::NoSuchPeer, reply)) => traffic.drop(Problem::UnknownClient, || {
-            let client = client_of(&reply);
-            format!("reply for unknown client {client} dropped: that client is gone, or never was")
-        }),
-        Err((Refused::Busy, reply)) => traffic.drop(Problem::ClientNotReading, || {
-            let client = client_of(&reply);
-            format!("reply for client {client} dropped: its queue is full (it is not reading)")
-        }),
+        Err((Refused::NoSuchPeer, reply)) => {
+            traffic.drop(Problem::UnknownClient, || {
+                let client = client_of(&reply);
+                format!(
+                    "reply for unknown client {client} dropped: that client is gone, or never was"
+                )
+            });
+            Err(Refused::NoSuchPeer)
+        }
+        Err((Refused::Busy, reply)) => {
+            traffic.drop(Problem::ClientNotReading, || {
+                let client = client_of(&reply);
+                format!("reply for client {client} dropped: its queue is full (it is not reading)")
+            });
+            Err(Refused::Busy)
+        }
     }
 }
 

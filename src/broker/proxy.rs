@@ -173,7 +173,8 @@ fn forward_replies(
             break;
         };
         if body_start(&reply).is_some() {
-            deliver_reply(frontend, reply, traffic);
+            // Counted, and warned about if it cannot be delivered.
+            let _ = deliver_reply(frontend, reply, traffic);
             continue;
         }
         match protocol::classify(&reply) {

@@ -40,7 +40,7 @@ fn default_name() -> String {
 #[derive(Args, Debug, Clone)]
 pub struct ClientArgs {
     /// Server endpoint; repeat it or separate with commas to connect to
-    /// several servers: the REQ socket then sends to each in turn
+    /// several servers: the client then sends to each in turn
     #[arg(
         long,
         env,

@@ -22,7 +22,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use zmq_reqrep::plumbing::child::{Child, Stream};
 
@@ -453,4 +453,46 @@ pub fn wait_page(broker: &Proc) -> String {
     let line = broker.wait_log("live page on http://", SOON);
     let after = line.split("http://").nth(1).unwrap();
     after.split('/').next().unwrap().to_string()
+}
+
+/// Waits (at most 10 s) until every thread of process `pid` is stopped:
+/// SIGSTOP is delivered after `kill` returns.
+pub fn wait_stopped(pid: u32) {
+    let deadline = Instant::now() + SOON;
+    let all_stopped = || {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads");
+        tasks.flatten().all(|task| {
+            // "pid (name) STATE ...": the state follows the last ')'.
+            std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+                stat.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('T')
+            })
+        })
+    };
+    while !all_stopped() {
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} not stopped within {SOON:?}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Stops `proc` (SIGSTOP, as `docker compose pause` freezes a container)
+/// for `pause`, counted from the moment all its threads are stopped, then
+/// lets it run again (SIGCONT). Returns when it was stopped and resumed.
+pub fn stop_for(
+    proc: &mut Proc,
+    pause: Duration,
+) -> (std::time::SystemTime, std::time::SystemTime) {
+    proc.signal(libc::SIGSTOP);
+    wait_stopped(proc.pid());
+    let stopped = std::time::SystemTime::now();
+    thread::sleep(pause);
+    let resumed = std::time::SystemTime::now();
+    proc.signal(libc::SIGCONT);
+    (stopped, resumed)
 }
