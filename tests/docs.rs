@@ -30,6 +30,7 @@ const PAIRS: &[(&str, &str)] = &[
     ("docs/running.md", "docs/rodando.md"),
     ("docs/resending.md", "docs/reenvio.md"),
     ("docs/live-page.md", "docs/pagina-ao-vivo.md"),
+    ("docs/wire.md", "docs/na-rede.md"),
     ("docs/two-brokers.md", "docs/dois-brokers.md"),
     ("docs/beyond-one-machine.md", "docs/alem-de-uma-maquina.md"),
     ("docs/hostile-input.md", "docs/entradas-hostis.md"),
