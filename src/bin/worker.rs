@@ -73,6 +73,7 @@ use zmq_reqrep::plumbing::exit::{self, UsageError};
 use zmq_reqrep::plumbing::logging::Count;
 use zmq_reqrep::plumbing::shutdown::{CHECK_INTERVAL_MS, Shutdown};
 use zmq_reqrep::security::credentials::{self, explain_refusal};
+use zmq_reqrep::security::handshake;
 
 /// Which broker the worker is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -227,9 +228,7 @@ fn next_request(
             let failure = watch.handshake_failure();
             // The broker hung up: when it found our REP type unfit before
             // we found its ROUTER, this is all we learn of it.
-            let hung_up = failure.is_some_and(|(event, _)| {
-                event == zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as u16
-            });
+            let hung_up = failure.is_some_and(|(event, value)| handshake::hung_up(event, value));
             match explain_refusal(failure) {
                 Some(why) if hung_up => warn!(
                     "{who} {why}; if it is a broker started with --mode lb, start this worker \
