@@ -1,9 +1,11 @@
 //! How `reqrep_server` ends, under the faults of issue 9: a crash right
 //! after a reply, a stop in the middle of a request, a second stop signal;
-//! and a command line a role cannot use (the broker's `--mode`).
+//! and a command line a role cannot use (the broker's `--mode`). Also the
+//! worker's end, when its stop comes while it sends a reply.
 
 mod common;
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -145,4 +147,129 @@ fn defect_9_an_unknown_value_lists_the_possible_values() {
         &[],
         &["'foo'", "--mode", "[possible values: proxy, lb]"],
     );
+}
+
+/// strace, if it is installed and may trace a child here (ptrace allowed).
+fn strace() -> Option<&'static str> {
+    let traced = Command::new("strace")
+        .args(["-qq", "-o", "/dev/null", "true"])
+        .status();
+    if traced.is_ok_and(|status| status.success()) {
+        Some("strace")
+    } else {
+        skipped("strace is missing, or may not trace a process here");
+        None
+    }
+}
+
+/// What the thread `tid` of process `pid` is doing: its state letter
+/// (`t`: stopped by a tracer) and its system call as /proc shows it
+/// (`7 0x... 0x1 0x0 ...`: number, then arguments), if it is in one.
+fn thread_state(pid: u32, tid: u32) -> (char, Vec<String>) {
+    let task = format!("/proc/{pid}/task/{tid}");
+    let stat = std::fs::read_to_string(format!("{task}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|rest| rest.trim_start().chars().next())
+        .unwrap_or('?');
+    let syscall = std::fs::read_to_string(format!("{task}/syscall")).unwrap_or_default();
+    (
+        state,
+        syscall.split_whitespace().map(String::from).collect(),
+    )
+}
+
+/// A plain worker whose stop (SIGTERM) comes while it sends its reply sends
+/// the reply, and exits 0, as every role does on a stop.
+///
+/// libzmq's send looks at the socket's command mailbox first, with a
+/// `poll` that does not wait, and a signal that comes during that poll
+/// makes the send fail with EINTR (Interrupted system call), before it took
+/// the reply. The worker used to take that for an error and exit 1. The
+/// poll lasts a microsecond; strace stretches it: it holds each `poll` of
+/// the worker's main thread for 1.5 s at its entry (`inject=...:delay_enter`),
+/// and the test sends SIGTERM to that thread (tgkill, so that no other
+/// thread takes it) while /proc shows it held in the poll of the reply's
+/// send: the first poll with no timeout after the request came, before the
+/// reply arrived.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn a_worker_stopped_while_it_sends_its_reply_sends_it_and_exits_0() {
+    let Some(strace) = strace() else { return };
+    let ctx = zmq::Context::new();
+    // The test is the broker: a DEALER backend, which a REP worker joins.
+    let (backend, endpoint) = test_bound(&ctx, zmq::DEALER, "tcp://127.0.0.1:*");
+    let mut traced = Proc::start(
+        strace,
+        &[
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "trace=poll",
+            "-e",
+            "inject=poll:delay_enter=1500000",
+            WORKER,
+            "--connect",
+            &endpoint,
+            "--name",
+            "w",
+        ],
+    );
+    // The worker is strace's child (strace may start others first, to try
+    // its ptrace features); its main thread's id is its pid.
+    let deadline = Instant::now() + SOON;
+    let children = format!("/proc/{0}/task/{0}/children", traced.pid());
+    let worker: u32 = loop {
+        let listed = std::fs::read_to_string(&children).unwrap_or_default();
+        let named_worker = |pid: &&str| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|name| name.trim_end() == "worker")
+        };
+        if let Some(pid) = listed.split_whitespace().find(named_worker) {
+            break pid.parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "strace started no worker");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // Blocks until the worker's connection is up (a DEALER sends to none).
+    backend.send_multipart(["", "Hello"], 0).unwrap();
+    // Each of the worker's polls takes 1.5 s now: a few of them come first.
+    traced.wait_log(r#"request b"Hello""#, Duration::from_secs(30));
+    let no_timeout = |call: &[String]| {
+        call.first()
+            .is_some_and(|nr| *nr == libc::SYS_poll.to_string())
+            && call.get(3).is_some_and(|timeout| timeout == "0x0")
+    };
+    let deadline = Instant::now() + SOON;
+    loop {
+        let (state, call) = thread_state(worker, worker);
+        if state == 't' && no_timeout(&call) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker's main thread never held in a poll with no timeout: {state} {call:?} \
+             {:#?}",
+            traced.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        backend.poll(zmq::POLLIN, 0).unwrap(),
+        0,
+        "the reply left before the poll of its send: the test proves nothing"
+    );
+    let pid = libc::pid_t::try_from(worker).unwrap();
+    // SAFETY: tgkill only sends a signal to a thread of a process of ours.
+    let sent = unsafe { libc::syscall(libc::SYS_tgkill, pid, pid, libc::SIGTERM) };
+    assert_eq!(sent, 0, "tgkill: {}", std::io::Error::last_os_error());
+
+    traced.expect_exit(0, Duration::from_secs(30));
+    assert_eq!(
+        backend.recv_multipart(0).expect("the reply"),
+        [b"".to_vec(), b"World".to_vec()]
+    );
+    traced.wait_log("served 1 request", SOON);
 }
