@@ -13,7 +13,7 @@
 //! | HANDSHAKE_FAILED_AUTH | 500 | the server's ZAP handler failed (an internal error) |
 //! | HANDSHAKE_FAILED_PROTOCOL | 0x11000002 | the server uses another mechanism (NULL, PLAIN, CURVE) than we do |
 //! | HANDSHAKE_FAILED_NO_DETAIL | errno | the server hung up mid-handshake: with CURVE, a wrong server key; or another mechanism, seen before its greeting was read |
-//! | HANDSHAKE_FAILED_NO_DETAIL | EAGAIN, or any after ZMQ_HANDSHAKE_IVL | the handshake did not finish in time (30 s by default): the server's machine took the connection, but the server did not answer, being stopped (SIGSTOP, `docker compose pause`) or overloaded |
+//! | HANDSHAKE_FAILED_NO_DETAIL | EAGAIN, or any after ZMQ_HANDSHAKE_IVL | the handshake did not finish in time (30 s by default): the server's machine took the connection, but the server did not answer: stopped (SIGSTOP, `docker compose pause`), overloaded, or not a ZeroMQ peer |
 //!
 //! libzmq reports its handshake timer as a failure "without detail" too,
 //! with whatever errno its I/O thread set last: most often EAGAIN, left by
