@@ -464,6 +464,7 @@ impl ReliableReq {
         }
         // The next server in turn whose connection is up.
         let count = self.servers.len();
+        let mut full = false;
         for step in 0..count {
             let index = (self.next + step) % count;
             let server = &mut self.servers[index];
@@ -481,9 +482,23 @@ impl ReliableReq {
                     self.next = (index + 1) % count;
                     return Ok(Some(index));
                 }
-                Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => continue,
+                Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => full = true,
                 Err(other) => return Err(other.into()),
             }
+        }
+        if full {
+            // Connected, but a queue is full (or a signal came): wait for
+            // room on a connected one.
+            let mut items: Vec<zmq::PollItem> = self
+                .servers
+                .iter()
+                .filter(|server| server.link.is_up())
+                .map(|server| server.socket.as_poll_item(zmq::POLLOUT))
+                .collect();
+            return match zmq::poll(&mut items, i64::from(self.wake_ms)) {
+                Ok(_) | Err(zmq::Error::EINTR) => Ok(None),
+                Err(other) => Err(other.into()),
+            };
         }
         // None connected: wait until one is.
         let links: Vec<&Link> = self.servers.iter().map(|server| &server.link).collect();
