@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -150,8 +149,9 @@ fn defect_9_an_unknown_value_lists_the_possible_values() {
 }
 
 /// strace, if it is installed and may trace a child here (ptrace allowed).
+#[cfg(target_arch = "x86_64")]
 fn strace() -> Option<&'static str> {
-    let traced = Command::new("strace")
+    let traced = std::process::Command::new("strace")
         .args(["-qq", "-o", "/dev/null", "true"])
         .status();
     if traced.is_ok_and(|status| status.success()) {
@@ -165,6 +165,7 @@ fn strace() -> Option<&'static str> {
 /// What the thread `tid` of process `pid` is doing: its state letter
 /// (`t`: stopped by a tracer) and its system call as /proc shows it
 /// (`7 0x... 0x1 0x0 ...`: number, then arguments), if it is in one.
+#[cfg(target_arch = "x86_64")]
 fn thread_state(pid: u32, tid: u32) -> (char, Vec<String>) {
     let task = format!("/proc/{pid}/task/{tid}");
     let stat = std::fs::read_to_string(format!("{task}/stat")).unwrap_or_default();
