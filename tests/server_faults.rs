@@ -181,6 +181,31 @@ fn thread_state(pid: u32, tid: u32) -> (char, Vec<String>) {
     )
 }
 
+/// Kills, when the test fails, the processes strace traces: a failing
+/// test's `Proc` ends strace with SIGKILL, which leaves its tracee running.
+#[cfg(target_arch = "x86_64")]
+struct KillTracees {
+    strace: u32,
+    armed: bool,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Drop for KillTracees {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        // strace is not reaped yet (its `Proc` is dropped after this): the
+        // list is its own.
+        let children = format!("/proc/{0}/task/{0}/children", self.strace);
+        let listed = std::fs::read_to_string(children).unwrap_or_default();
+        for pid in listed.split_whitespace().filter_map(|pid| pid.parse().ok()) {
+            // SAFETY: kill(2) with a pid and a signal number; no memory.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
 /// A plain worker whose stop (SIGTERM) comes while it sends its reply sends
 /// the reply, and exits 0, as every role does on a stop.
 ///
@@ -218,6 +243,10 @@ fn a_worker_stopped_while_it_sends_its_reply_sends_it_and_exits_0() {
             "w",
         ],
     );
+    let mut tracees = KillTracees {
+        strace: traced.pid(),
+        armed: true,
+    };
     // The worker is strace's child (strace may start others first, to try
     // its ptrace features); its main thread's id is its pid.
     let deadline = Instant::now() + SOON;
@@ -268,6 +297,7 @@ fn a_worker_stopped_while_it_sends_its_reply_sends_it_and_exits_0() {
     assert_eq!(sent, 0, "tgkill: {}", std::io::Error::last_os_error());
 
     traced.expect_exit(0, Duration::from_secs(30));
+    tracees.armed = false;
     assert_eq!(
         backend.recv_multipart(0).expect("the reply"),
         [b"".to_vec(), b"World".to_vec()]
