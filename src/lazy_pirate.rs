@@ -6,7 +6,8 @@
 //! alternate send and receive, it cannot even resend. The cure:
 //!
 //! 1. send the request and wait for the reply, but only for `--timeout-ms`;
-//! 2. on a timeout, send the request again, on the same socket;
+//! 2. on a timeout, send the request again (to the next server, when there
+//!    are several);
 //! 3. after `--retries` further attempts, give up with an error.
 //!
 //! Two options of libzmq's REQ socket make step 2 possible and safe:
@@ -25,28 +26,46 @@
 //!
 //! The guide's `lpclient` does step 2 differently: it closes the socket and
 //! opens and connects a new one. That is safe as well (a late reply is
-//! addressed to a socket that no longer exists). Here the socket stays, and a
-//! stale reply is recognised by its id, not by its socket being gone.
+//! addressed to a socket that no longer exists). Here, with one server, the
+//! socket stays, and a stale reply is recognised by its id, not by its
+//! socket being gone; with several, the client does both (see below).
 //!
 //! This gives *at least once*, not exactly once: a resend may reach a server
 //! that did the work already, or is still doing it, so the work may be done
 //! twice, even though the client takes one reply. Work that must not be
 //! repeated needs request ids the server remembers.
 //!
-//! The socket is connected with ZMQ_IMMEDIATE: it only queues a request to a
-//! server whose connection is up (its ZeroMQ handshake done). Without it, a
-//! request for a server that is down would wait in the socket for it to come
-//! back, and cost a timeout. With it, a request that finds no server
-//! connected waits to be sent, which the client reports as "could not send"
-//! rather than as a request that went unanswered. It has a price, in libzmq
-//! 4.3: when a connection breaks, the messages that arrived on it and were
-//! not read yet are thrown away (`socket_base.cpp`, `hiccuped`). So a reply
-//! from a server that crashes right after sending it may be lost here, and
-//! the client resends it, as for any other missing reply.
+//! ## Sending only to a server that is there
+//!
+//! A REQ socket takes a request whether a server is connected or not:
+//! libzmq queues it, and sends it once a connection comes up. With no
+//! server running, the client would wait out its timeout and report "no
+//! reply" for a request that never left. So the client sends a request only
+//! over a connection that is up, that is, whose ZeroMQ handshake is done
+//! (the greetings and commands both sides exchange before any message, in
+//! which each learns the other's socket type and security), and a request
+//! that finds no server connected for a whole timeout is reported as
+//! "could not send", not as unanswered. How the client knows: libzmq
+//! reports each connection's events to a socket monitor, which a thread
+//! reads (`src/security/handshake.rs`, which also explains a refusal); a
+//! connection is up from its HANDSHAKE_SUCCEEDED event until its
+//! DISCONNECTED.
+//!
+//! libzmq has an option for this, **ZMQ_IMMEDIATE** (queue messages only
+//! for connections that are up), and the client does not set it, for a
+//! reason worth knowing: in libzmq 4.3, when a connection of a socket with
+//! ZMQ_IMMEDIATE ends, whatever arrived on it and was not read yet is
+//! thrown away (`session_base.cpp`, `reconnect`). A server that replies and
+//! then exits (or crashes) closes its connection right after its reply, and
+//! a client whose own thread had not read the reply yet when libzmq saw the
+//! connection end (it was busy, or not scheduled for a moment) would lose a
+//! reply that had reached it: 3 and 5 in two series of 100 runs of
+//! `reqrep_server --crash-after 1`, on a loaded machine. Without the option,
+//! a reply stays in the socket until it is read, and none was lost in 200.
 //!
 //! ## Several servers
 //!
-//! With `--connect A,B`, the client opens one such REQ socket per server and
+//! With `--connect A,B`, the client opens one REQ socket per server and
 //! takes turns itself: each request goes to the next server, in the order of
 //! `--connect`, whose connection is up, and so does a resend, so with A hung
 //! the resend reaches B. One REQ connected to both would take turns as well
@@ -58,29 +77,35 @@
 //! connections open and takes in what is sent, so nothing tells it from a
 //! slow server until libzmq's ZMTP heartbeats give up on it, after up to 40 s
 //! (`src/plumbing/keepalive.rs`), and every request whose turn it is costs a
-//! timeout. So after a timeout, the client replaces that server's connection
-//! by a new one, and the server gets no request until the new one is up. A
-//! running server completes the ZeroMQ handshake at once (its libzmq's I/O
-//! thread does, even while its own loop is stuck: a stuck server still
-//! costs a timeout at each of its turns); a stopped process cannot,
-//! whatever its kernel accepts. A stopped server thus costs each client at
-//! most one timeout, and gets its turns again as soon as it runs (the client
-//! logs `a new connection is up; back in turn`). This is the first model of
-//! the guide's Freelance pattern (chapter 4: try the next server, one socket
-//! each), with the handshake as the sign of life a stopped process cannot
-//! fake; the guide's third model pings its servers instead.
+//! timeout. So after a timeout, the client closes that server's socket and
+//! opens a new one (as the guide's `lpclient` does), and the server gets no
+//! request until the new connection is up. A running server completes the
+//! ZeroMQ handshake at once (its libzmq's I/O thread does, even while its
+//! own loop is stuck: a stuck server still costs a timeout at each of its
+//! turns); a stopped process cannot, whatever its kernel accepts. A stopped
+//! server thus costs each client at most one timeout, and gets its turns
+//! again as soon as it runs (the client logs `a new connection is up; back
+//! in turn`). This is the first model of the guide's Freelance pattern
+//! (chapter 4: try the next server, one socket each), with the handshake as
+//! the sign of life a stopped process cannot fake; the guide's third model
+//! pings its servers instead.
 //!
-//! The price: a reply still on its way over the replaced connection has
-//! nowhere to go, and is dropped on the server's side (a REP or a broker
-//! sends it to a peer that is gone). The client takes the resend's reply, as
-//! it would with one socket, where the REQ drops the late one for its old
-//! id; a server slower than the timeout works for nothing either way.
+//! The price: a reply to the closed socket is lost (the server's REP or
+//! broker finds its peer gone, or the reply had arrived and goes with the
+//! socket). The client takes the resend's reply, as it would with one
+//! socket, where the REQ drops the late one for its old id; a server slower
+//! than the timeout works for nothing either way.
+//!
+//! With one server, the one socket serves every request and every resend:
+//! a resend to a hung server goes over the same connection, and a late
+//! reply is told by its id.
 //!
 //! With `--timeout-ms 0` the socket waits forever: the naive client, kept so
 //! that students can watch it hang first. It is a plain REQ, as the course's
-//! pyzmq client is (none of the three options above), one socket connected
-//! to every server, which libzmq's REQ serves in turn: it sends exactly the
-//! same bytes, and it never loses a reply that reached it.
+//! pyzmq client is (no RELAXED, no CORRELATE, no waiting for a connection:
+//! libzmq queues the request until one is up), one socket connected to every
+//! server, which libzmq's REQ serves in turn: it sends exactly the same
+//! bytes.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -88,10 +113,12 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use crate::LINGER_MS;
+use crate::plumbing::connection::{Link, Links};
 use crate::plumbing::exit::UsageError;
 use crate::plumbing::keepalive;
 use crate::plumbing::logging::Count;
 use crate::plumbing::shutdown::{CHECK_INTERVAL_MS, Shutdown};
+use crate::security::{credentials, handshake};
 
 /// How patient the client is.
 #[derive(Clone, Copy, Debug)]
@@ -197,30 +224,66 @@ enum Attempt {
 /// A REQ socket and the server(s) it is connected to.
 struct Server {
     socket: zmq::Socket,
+    /// Whether its connection is up, as its monitor's thread sees it (see
+    /// the module docs).
+    link: Link,
     /// The one endpoint this socket is connected to, when there is a socket
     /// per server; `None` for one socket connected to every endpoint.
     endpoint: Option<String>,
-    /// Its connection was replaced after a timeout, and it has not had a
-    /// request since: the log says so when it gets one again. (What keeps
-    /// requests from it meanwhile is ZMQ_IMMEDIATE: see [`Server::can_send`].)
+    /// It replaced a socket that got no reply in time, and has not had a
+    /// request yet: the log says so when it gets one.
     replaced: bool,
 }
 
 impl Server {
-    /// Whether a request can leave now: with ZMQ_IMMEDIATE, only once a
-    /// connection has completed its ZeroMQ handshake.
-    fn can_send(&self) -> bool {
-        self.socket
-            .get_events()
-            .is_ok_and(|events| events.contains(zmq::POLLOUT))
+    /// A REQ socket for `policy`, watched, connected to `endpoints`.
+    fn open(
+        ctx: &zmq::Context,
+        links: &Links,
+        policy: Policy,
+        wake_ms: i32,
+        endpoints: &[String],
+        own: bool,
+    ) -> anyhow::Result<Server> {
+        let socket = ctx.socket(zmq::REQ)?;
+        if policy.timeout.is_some() {
+            socket.set_req_relaxed(true)?; // may resend without a reply
+            socket.set_req_correlate(true)?; // and knows which reply is whose
+            // At exit, a request nobody answered in time is not worth waiting for.
+            socket.set_linger(0)?;
+        } else {
+            socket.set_linger(LINGER_MS)?;
+        }
+        socket.set_sndtimeo(wake_ms)?;
+        socket.set_rcvtimeo(wake_ms)?;
+        keepalive::enable(&socket)?; // an idle client keeps its connection (src/plumbing/keepalive.rs)
+        // What the server may ask for (src/security/), and the monitor that
+        // says whether a connection is up and explains a refusal.
+        let mechanism = credentials::apply(&socket)?;
+        let link = links.link();
+        handshake::watch_linked(ctx, &socket, mechanism, &link);
+        for endpoint in endpoints {
+            socket
+                .connect(endpoint)
+                .map_err(UsageError::at("--connect", endpoint))?;
+        }
+        Ok(Server {
+            socket,
+            link,
+            endpoint: own.then(|| endpoints[0].clone()),
+            replaced: false,
+        })
     }
 }
 
 /// The REQ socket(s), kept for every request and every resend: one
 /// connected to every server, or one per server (see the module docs).
 pub struct ReliableReq {
+    ctx: zmq::Context,
     endpoints: String,
     policy: Policy,
+    /// The connection state of every socket's connections.
+    links: Links,
     servers: Vec<Server>,
     /// Whose turn it is, with a socket per server.
     next: usize,
@@ -250,23 +313,16 @@ impl ReliableReq {
         } else {
             vec![endpoints]
         };
-        let mut servers = Vec::with_capacity(groups.len());
-        for group in groups {
-            let socket = open(ctx, policy, wake_ms)?;
-            for endpoint in group {
-                socket
-                    .connect(endpoint)
-                    .map_err(UsageError::at("--connect", endpoint))?;
-            }
-            servers.push(Server {
-                socket,
-                endpoint: one_each.then(|| group[0].clone()),
-                replaced: false,
-            });
-        }
+        let links = Links::new();
+        let servers = groups
+            .into_iter()
+            .map(|group| Server::open(ctx, &links, policy, wake_ms, group, one_each))
+            .collect::<anyhow::Result<Vec<Server>>>()?;
         Ok(Self {
+            ctx: ctx.clone(),
             endpoints: endpoints.join(", "),
             policy,
+            links,
             servers,
             next: 0,
             wake_ms,
@@ -341,7 +397,7 @@ impl ReliableReq {
                 );
             }
             if let Attempt::NoReply(server) = missed {
-                self.replace_connection(server)?;
+                self.replace_socket(server)?;
             }
             attempt += 1;
         }
@@ -358,7 +414,7 @@ impl ReliableReq {
         let deadline = move || timeout.map(|timeout| Instant::now() + timeout);
         let expired =
             |deadline: Option<Instant>| deadline.is_some_and(|deadline| Instant::now() >= deadline);
-        // With ZMQ_IMMEDIATE the send waits while no server is connected.
+        // The send waits while no server is connected.
         let send_by = deadline();
         let server = loop {
             if shutdown.requested() {
@@ -397,21 +453,22 @@ impl ReliableReq {
     /// Sends `request` to the server whose turn it is, waiting up to
     /// `wake_ms` for one to be connected; returns which one took it.
     fn send(&mut self, request: &[u8]) -> anyhow::Result<Option<usize>> {
-        if let [only] = self.servers.as_slice() {
-            // One socket: libzmq picks the server, and the send waits
-            // (ZMQ_SNDTIMEO) while none is connected.
-            return match only.socket.send(request, 0) {
+        if self.policy.timeout.is_none() {
+            // The naive client's plain REQ: libzmq picks the server, and
+            // queues the request until a connection is up.
+            return match self.servers[0].socket.send(request, 0) {
                 Ok(()) => Ok(Some(0)),
                 Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => Ok(None),
                 Err(other) => Err(other.into()),
             };
         }
-        // A socket per server: the next one in turn whose connection is up.
+        // The next server in turn whose connection is up.
         let count = self.servers.len();
+        let mut full = false;
         for step in 0..count {
             let index = (self.next + step) % count;
             let server = &mut self.servers[index];
-            if !server.can_send() {
+            if !server.link.is_up() {
                 continue;
             }
             if std::mem::take(&mut server.replaced) {
@@ -425,57 +482,53 @@ impl ReliableReq {
                     self.next = (index + 1) % count;
                     return Ok(Some(index));
                 }
-                Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => continue,
+                Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => full = true,
                 Err(other) => return Err(other.into()),
             }
         }
-        // None connected: wait for one, as a blocking send would.
-        let mut items: Vec<zmq::PollItem> = self
-            .servers
-            .iter()
-            .map(|server| server.socket.as_poll_item(zmq::POLLOUT))
-            .collect();
-        match zmq::poll(&mut items, i64::from(self.wake_ms)) {
-            Ok(_) | Err(zmq::Error::EINTR) => Ok(None),
-            Err(other) => Err(other.into()),
+        if full {
+            // Connected, but a queue is full (or a signal came): wait for
+            // room on a connected one.
+            let mut items: Vec<zmq::PollItem> = self
+                .servers
+                .iter()
+                .filter(|server| server.link.is_up())
+                .map(|server| server.socket.as_poll_item(zmq::POLLOUT))
+                .collect();
+            return match zmq::poll(&mut items, i64::from(self.wake_ms)) {
+                Ok(_) | Err(zmq::Error::EINTR) => Ok(None),
+                Err(other) => Err(other.into()),
+            };
         }
+        // None connected: wait until one is.
+        let links: Vec<&Link> = self.servers.iter().map(|server| &server.link).collect();
+        let wake = Duration::from_millis(u64::try_from(self.wake_ms).unwrap_or_default());
+        self.links.wait_for_any(&links, wake);
+        Ok(None)
     }
 
     /// The server at `index` gave no reply in time. With a socket per
-    /// server, its connection is replaced by a new one, and it gets no
-    /// request until that one is up (see the module docs).
-    fn replace_connection(&mut self, index: usize) -> anyhow::Result<()> {
-        let server = &mut self.servers[index];
-        let Some(endpoint) = &server.endpoint else {
+    /// server, its socket is closed and a new one opened, and it gets no
+    /// request until the new connection is up (see the module docs).
+    fn replace_socket(&mut self, index: usize) -> anyhow::Result<()> {
+        let Some(endpoint) = self.servers[index].endpoint.clone() else {
             return Ok(());
         };
-        server.socket.disconnect(endpoint)?;
-        server.socket.connect(endpoint)?;
-        server.replaced = true;
+        let mut fresh = Server::open(
+            &self.ctx,
+            &self.links,
+            self.policy,
+            self.wake_ms,
+            std::slice::from_ref(&endpoint),
+            true,
+        )?;
+        fresh.replaced = true;
+        // The old socket closes here, with whatever it held.
+        self.servers[index] = fresh;
         info!(
             "{endpoint} gets no more requests until a new connection to it is up (its ZeroMQ \
              handshake done, which a stopped process cannot do)"
         );
         Ok(())
     }
-}
-
-/// A REQ socket for `policy`, not connected yet.
-fn open(ctx: &zmq::Context, policy: Policy, wake_ms: i32) -> anyhow::Result<zmq::Socket> {
-    let socket = ctx.socket(zmq::REQ)?;
-    if policy.timeout.is_some() {
-        socket.set_req_relaxed(true)?; // may resend without a reply
-        socket.set_req_correlate(true)?; // and knows which reply is whose
-        socket.set_immediate(true)?; // queues only to connected servers
-        // At exit, a request nobody answered in time is not worth waiting for.
-        socket.set_linger(0)?;
-    } else {
-        socket.set_linger(LINGER_MS)?;
-    }
-    socket.set_sndtimeo(wake_ms)?;
-    socket.set_rcvtimeo(wake_ms)?;
-    keepalive::enable(&socket)?; // an idle client keeps its connection (src/plumbing/keepalive.rs)
-    // What the server may ask for, and a watch that explains a refusal (src/security/).
-    crate::security::credentials::present(ctx, &socket)?;
-    Ok(socket)
 }

@@ -1,15 +1,20 @@
 //! The Lazy Pirate client under the faults of issue 9: a peer that answers
 //! twice, a hung server among healthy ones, nothing to connect to, a broker
-//! that takes requests but has no worker, and the lines it prints about them.
+//! that takes requests but has no worker, and the lines it prints about them;
+//! and a server stopped for longer than the ZeroMQ handshake may take.
 //!
 //! The "servers" here are often the test's own sockets, so that each fault
 //! happens exactly when the test says.
 
 mod common;
 
-use std::time::Duration;
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use common::*;
+use zmq_reqrep::plumbing::connection::Links;
+use zmq_reqrep::security::handshake::{self, Mechanism};
 
 /// Answers `request` (as a ROUTER received it) with `body`, in the same
 /// envelope: everything up to the empty delimiter goes back as it came.
@@ -234,4 +239,116 @@ fn a_counted_client_ends_at_its_last_reply_without_a_last_pause() {
     client.expect_exit(0, SOON);
     assert_eq!(reply_lines(&client).len(), 1);
     server.wait_log(r#"request b"Hello""#, SOON);
+}
+
+/// What this test process logs through `tracing`, kept in memory: the
+/// handshake watch runs here, in a thread of the library's, and logs there.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// The process's log (set up once: a process has one global logger).
+    fn log() -> Captured {
+        static LOG: OnceLock<Captured> = OnceLock::new();
+        LOG.get_or_init(|| {
+            let log = Captured::default();
+            let writer = log.clone();
+            tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .init();
+            log
+        })
+        .clone()
+    }
+
+    fn lines(&self) -> Vec<String> {
+        let bytes = self.0.lock().unwrap();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    /// The first line containing `needle`, waiting up to `timeout`.
+    fn wait_for(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.lines().into_iter().find(|line| line.contains(needle)) {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} within {timeout:?}: {:#?}",
+                self.lines()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A connection to a stopped server (SIGSTOP, `docker compose pause`): its
+/// kernel takes the connection, nobody answers the ZeroMQ greeting, and
+/// libzmq gives up when ZMQ_HANDSHAKE_IVL runs out (30 s by default), then
+/// tries again. The client's handshake watch says so, and not that the
+/// server hung up or uses another security mechanism; and once the server
+/// runs again, that it answers now, and the connection is up.
+///
+/// The roles do not expose ZMQ_HANDSHAKE_IVL, so the test opens the
+/// client's socket itself, with 500 ms, and starts the library's watch on
+/// it, as `reqrep_client` does on its own.
+#[test]
+fn a_stopped_server_is_reported_as_out_of_handshake_time_not_as_hanging_up() {
+    let log = Captured::log();
+    let (mut server, endpoint) = start_server(&[]);
+    server.signal(libc::SIGSTOP);
+    wait_stopped(server.pid());
+
+    let ctx = zmq::Context::new();
+    let req = test_socket(&ctx, zmq::REQ);
+    req.set_handshake_ivl(500).unwrap();
+    let links = Links::new();
+    let link = links.link();
+    handshake::watch_linked(&ctx, &req, Mechanism::Null, &link);
+    req.connect(&endpoint).unwrap();
+
+    let line = log.wait_for(" did not complete the ZeroMQ handshake", SOON);
+    assert!(
+        line.contains(&format!(
+            "{endpoint} did not complete the ZeroMQ handshake within 500 ms (ZMQ_HANDSHAKE_IVL)"
+        )),
+        "{line}"
+    );
+    assert!(line.contains("it may be stopped"), "{line}");
+    assert!(
+        log.lines()
+            .iter()
+            .all(|line| !line.contains("hung up") && !line.contains("security mechanism")),
+        "{:#?}",
+        log.lines()
+    );
+    assert!(!link.is_up(), "up without a handshake");
+
+    server.signal(libc::SIGCONT);
+    assert!(
+        links.wait_for_any(&[&link], SOON),
+        "no connection up after the server ran again"
+    );
+    log.wait_for(
+        &format!("{endpoint}: handshake succeeded: the server answers now"),
+        SOON,
+    );
+    req.send("Hello", 0).unwrap();
+    assert_eq!(req.recv_bytes(0).unwrap(), b"World");
 }

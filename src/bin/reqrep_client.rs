@@ -21,7 +21,9 @@
 //! - "what is the `b` before the string?" Each reply line shows the payloads
 //!   as Rust byte-string literals (`b"World"`): ZeroMQ moves bytes, not text.
 //! - "more server replicas?" `--connect` several servers (repeat the flag or
-//!   separate with commas): the REQ socket sends to each in turn.
+//!   separate with commas): the requests go to each in turn (the client
+//!   has one REQ socket per server and takes turns itself; the naive one,
+//!   `--timeout-ms 0`, has one REQ connected to all, which takes turns).
 //! - "and if the server dies?" By default the client waits `--timeout-ms`,
 //!   then resends, `--retries` times, to the next server when it is
 //!   connected to several (the Lazy Pirate pattern). `--timeout-ms 0` shows

@@ -24,7 +24,8 @@
 //!
 //! `--crash-after N` and `--hang-after N` make it die or freeze, for the
 //! "what if a server dies?" experiment. Stopped (Ctrl-C, SIGTERM) in the
-//! middle of `--work-ms`, a worker sends no reply: the work was not done.
+//! middle of `--work-ms`, a worker sends no reply: the work was not done;
+//! stopped while it sends a reply, it lets that reply leave, then exits 0.
 //!
 //! ## Two brokers, no single point of failure
 //!
@@ -73,6 +74,7 @@ use zmq_reqrep::plumbing::exit::{self, UsageError};
 use zmq_reqrep::plumbing::logging::Count;
 use zmq_reqrep::plumbing::shutdown::{CHECK_INTERVAL_MS, Shutdown};
 use zmq_reqrep::security::credentials::{self, explain_refusal};
+use zmq_reqrep::security::handshake;
 
 /// Which broker the worker is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -191,7 +193,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
                     info!("stopped mid-request; no reply sent");
                     break;
                 }
-                socket.send_multipart(reply.to(&request), 0)?;
+                send_reply(&socket, &reply.to(&request))?;
                 replies += 1;
                 args.faults.crash_if_due(replies)?;
             }
@@ -199,6 +201,28 @@ fn run(args: &Args) -> anyhow::Result<()> {
         }
     };
     info!("served {}", Count::new(replies, "request"));
+    Ok(())
+}
+
+/// Sends the reply's `frames` as one message. A signal (Ctrl-C, SIGTERM)
+/// that comes during a send makes libzmq give up on it with EINTR before it
+/// took the frame, which is no error: the frame is sent again, and the
+/// loop sees the stop once the reply, for work that was done, has left.
+fn send_reply(socket: &zmq::Socket, frames: &[&[u8]]) -> zmq::Result<()> {
+    for (i, frame) in frames.iter().enumerate() {
+        let more = if i + 1 < frames.len() {
+            zmq::SNDMORE
+        } else {
+            0
+        };
+        loop {
+            match socket.send(*frame, more) {
+                Ok(()) => break,
+                Err(zmq::Error::EINTR) => continue,
+                Err(other) => return Err(other),
+            }
+        }
+    }
     Ok(())
 }
 
@@ -227,9 +251,7 @@ fn next_request(
             let failure = watch.handshake_failure();
             // The broker hung up: when it found our REP type unfit before
             // we found its ROUTER, this is all we learn of it.
-            let hung_up = failure.is_some_and(|(event, _)| {
-                event == zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as u16
-            });
+            let hung_up = failure.is_some_and(|(event, value)| handshake::hung_up(event, value));
             match explain_refusal(failure) {
                 Some(why) if hung_up => warn!(
                     "{who} {why}; if it is a broker started with --mode lb, start this worker \

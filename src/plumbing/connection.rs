@@ -25,9 +25,18 @@
 //! each event names the endpoint of its connection, and the state is kept
 //! for each endpoint, so that one connection coming up cannot hide
 //! another's refusal.
+//!
+//! A role that reads the monitor in a thread of its own instead (the
+//! client's handshake watch, `security::handshake`, which must read every
+//! event as it comes) keeps the same knowledge in a [`Link`]: the thread
+//! records each connection that comes up or closes, and the role asks
+//! whether one is up, or waits until one of its sockets has one
+//! ([`Links::wait_for_any`]).
 
 use crate::plumbing::monitor::{self, parse_event};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 /// Something that happened to the watched socket's connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,5 +145,169 @@ impl Watch {
                 None
             }
         }
+    }
+}
+
+/// The links of one role's sockets: they share a bell, so that the role
+/// can wait for whichever connection comes up first.
+#[derive(Clone, Default)]
+pub struct Links(Arc<Bell>);
+
+/// Rung whenever a link changes.
+#[derive(Default)]
+struct Bell {
+    lock: Mutex<()>,
+    changed: Condvar,
+}
+
+/// Whether one socket's connections are up, as the thread that reads its
+/// monitor records them (see the module docs).
+#[derive(Clone)]
+pub struct Link {
+    state: Arc<Mutex<LinkState>>,
+    bell: Arc<Bell>,
+}
+
+#[derive(Default)]
+struct LinkState {
+    /// The endpoints whose connection completed its handshake and has not
+    /// closed since.
+    up: HashSet<Vec<u8>>,
+    /// Nothing watches the socket: it is taken as connected.
+    unwatched: bool,
+}
+
+/// A lock that a thread which panicked while holding it does not poison:
+/// the state it guards is a set of flags, valid at every step.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Links {
+    /// Links for a new set of sockets.
+    pub fn new() -> Links {
+        Links::default()
+    }
+
+    /// The link of a new socket: down until a connection completes its
+    /// handshake.
+    pub fn link(&self) -> Link {
+        Link {
+            state: Arc::default(),
+            bell: Arc::clone(&self.0),
+        }
+    }
+
+    /// Waits at most `timeout` until one of `links` (made by these
+    /// `Links`) is up; returns whether one is.
+    pub fn wait_for_any(&self, links: &[&Link], timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        // The bell's lock is held from each look until the wait: a change
+        // recorded in between rings only once the wait has begun.
+        let mut guard = lock(&self.0.lock);
+        loop {
+            if links.iter().any(|link| link.is_up()) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            guard = self
+                .0
+                .changed
+                .wait_timeout(guard, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+impl Link {
+    /// Whether a connection is up (its handshake done, not closed since),
+    /// or nothing watches the socket.
+    pub fn is_up(&self) -> bool {
+        let state = lock(&self.state);
+        state.unwatched || !state.up.is_empty()
+    }
+
+    /// Records a monitor event of the socket's connection to `endpoint`:
+    /// HANDSHAKE_SUCCEEDED brings it up, DISCONNECTED takes it down, and
+    /// the other events change nothing.
+    pub fn record(&self, event: u16, endpoint: &[u8]) {
+        const HANDSHAKE_SUCCEEDED: u16 = zmq::SocketEvent::HANDSHAKE_SUCCEEDED as u16;
+        const DISCONNECTED: u16 = zmq::SocketEvent::DISCONNECTED as u16;
+        let changed = {
+            let mut state = lock(&self.state);
+            match event {
+                HANDSHAKE_SUCCEEDED => state.up.insert(endpoint.to_vec()),
+                DISCONNECTED => state.up.remove(endpoint),
+                _ => false,
+            }
+        };
+        if changed {
+            self.ring();
+        }
+    }
+
+    /// No monitor watches the socket (none could be started): from now on
+    /// it counts as connected, and a request sent to it waits in libzmq's
+    /// queue until a connection is up, as with a plain socket.
+    pub fn unwatched(&self) {
+        lock(&self.state).unwatched = true;
+        self.ring();
+    }
+
+    fn ring(&self) {
+        // Taking the lock orders this change after any look in progress.
+        drop(lock(&self.bell.lock));
+        self.bell.changed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UP: u16 = zmq::SocketEvent::HANDSHAKE_SUCCEEDED as u16;
+    const DOWN: u16 = zmq::SocketEvent::DISCONNECTED as u16;
+    const CONNECTED: u16 = zmq::SocketEvent::CONNECTED as u16;
+
+    #[test]
+    fn a_link_is_up_from_a_handshake_to_the_close_of_that_connection() {
+        let links = Links::new();
+        let link = links.link();
+        assert!(!link.is_up());
+        link.record(CONNECTED, b"tcp://a");
+        assert!(!link.is_up(), "connected, but no handshake yet");
+        link.record(UP, b"tcp://a");
+        link.record(UP, b"tcp://b");
+        link.record(DOWN, b"tcp://a");
+        assert!(link.is_up(), "b is still up");
+        link.record(DOWN, b"tcp://b");
+        assert!(!link.is_up());
+        // A connection that closes during its handshake was never up.
+        link.record(DOWN, b"tcp://c");
+        assert!(!link.is_up());
+        link.unwatched();
+        assert!(link.is_up());
+    }
+
+    #[test]
+    fn a_wait_ends_when_a_link_comes_up_in_another_thread() {
+        let links = Links::new();
+        let (first, second) = (links.link(), links.link());
+        assert!(!links.wait_for_any(&[&first, &second], Duration::from_millis(20)));
+        let recorder = second.clone();
+        let thread = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            recorder.record(UP, b"tcp://b");
+        });
+        // Far longer than the thread takes: a wait that missed the bell
+        // would last all of it.
+        let waited = Instant::now();
+        assert!(links.wait_for_any(&[&first, &second], Duration::from_secs(60)));
+        assert!(waited.elapsed() < Duration::from_secs(30));
+        thread.join().unwrap();
     }
 }
