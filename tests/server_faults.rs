@@ -1,7 +1,8 @@
 //! How `reqrep_server` ends, under the faults of issue 9: a crash right
 //! after a reply, a stop in the middle of a request, a second stop signal;
-//! and a command line a role cannot use (the broker's `--mode`). Also the
-//! worker's end, when its stop comes while it sends a reply.
+//! and a command line a role cannot use (the broker's `--mode`). Also how
+//! the server and the plain worker end when their stop comes while they
+//! send a reply (strace, REQUIRE_STRACE=1 in `.ci/run`).
 
 mod common;
 
@@ -148,18 +149,22 @@ fn defect_9_an_unknown_value_lists_the_possible_values() {
     );
 }
 
-/// strace, if it is installed and may trace a child here (ptrace allowed).
+/// strace, if it is installed and may trace a child here (ptrace allowed);
+/// `None` (test skipped) otherwise, unless REQUIRE_STRACE=1 (as in
+/// `.ci/run`) demands it.
 #[cfg(target_arch = "x86_64")]
 fn strace() -> Option<&'static str> {
     let traced = std::process::Command::new("strace")
         .args(["-qq", "-o", "/dev/null", "true"])
         .status();
     if traced.is_ok_and(|status| status.success()) {
-        Some("strace")
-    } else {
-        skipped("strace is missing, or may not trace a process here");
-        None
+        return Some("strace");
     }
+    if std::env::var("REQUIRE_STRACE").as_deref() == Ok("1") {
+        panic!("REQUIRE_STRACE=1 but strace is missing, or may not trace a process here");
+    }
+    skipped("strace is missing, or may not trace a process here");
+    None
 }
 
 /// What the thread `tid` of process `pid` is doing: its state letter
@@ -208,64 +213,86 @@ impl Drop for KillTracees {
 
 /// A plain worker whose stop (SIGTERM) comes while it sends its reply sends
 /// the reply, and exits 0, as every role does on a stop.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn a_worker_stopped_while_it_sends_its_reply_sends_it_and_exits_0() {
+    let ctx = zmq::Context::new();
+    // The test is the broker: a DEALER backend, which a REP worker joins.
+    let (peer, endpoint) = test_bound(&ctx, zmq::DEALER, "tcp://127.0.0.1:*");
+    stopped_while_it_sends_its_reply(WORKER, &["--connect", &endpoint, "--name", "w"], &peer);
+}
+
+/// The same for `reqrep_server`, the REP that binds.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn a_server_stopped_while_it_sends_its_reply_sends_it_and_exits_0() {
+    let ctx = zmq::Context::new();
+    let endpoint = free_endpoint();
+    let peer = test_socket(&ctx, zmq::DEALER);
+    peer.connect(&endpoint).unwrap();
+    stopped_while_it_sends_its_reply(SERVER, &["--bind", &endpoint], &peer);
+}
+
+/// Starts the REP role `exe` under strace, sends it a request from `peer`
+/// (a DEALER, which adds no delimiter: the test adds it), stops it while
+/// it sends its reply, and checks that the reply came and the exit code is
+/// 0.
 ///
 /// libzmq's send looks at the socket's command mailbox first, with a
 /// `poll` that does not wait, and a signal that comes during that poll
 /// makes the send fail with EINTR (Interrupted system call), before it took
-/// the reply. The worker used to take that for an error and exit 1. The
+/// the reply. The roles used to take that for an error and exit 1. The
 /// poll lasts a microsecond; strace stretches it: it holds each `poll` of
-/// the worker's main thread for 1.5 s at its entry (`inject=...:delay_enter`),
+/// the role's main thread for 1.5 s at its entry (`inject=...:delay_enter`),
 /// and the test sends SIGTERM to that thread (tgkill, so that no other
 /// thread takes it) while /proc shows it held in the poll of the reply's
 /// send: the first poll with no timeout after the request came, before the
 /// reply arrived.
 #[cfg(target_arch = "x86_64")]
-#[test]
-fn a_worker_stopped_while_it_sends_its_reply_sends_it_and_exits_0() {
+fn stopped_while_it_sends_its_reply(exe: &str, args: &[&str], peer: &zmq::Socket) {
     let Some(strace) = strace() else { return };
-    let ctx = zmq::Context::new();
-    // The test is the broker: a DEALER backend, which a REP worker joins.
-    let (backend, endpoint) = test_bound(&ctx, zmq::DEALER, "tcp://127.0.0.1:*");
-    let mut traced = Proc::start(
-        strace,
-        &[
-            "-qq",
-            "-o",
-            "/dev/null",
-            "-e",
-            "trace=poll",
-            "-e",
-            "inject=poll:delay_enter=1500000",
-            WORKER,
-            "--connect",
-            &endpoint,
-            "--name",
-            "w",
-        ],
-    );
+    let mut traced_args = vec![
+        "-qq",
+        "-o",
+        "/dev/null",
+        "-e",
+        "trace=poll",
+        "-e",
+        "inject=poll:delay_enter=1500000",
+        exe,
+    ];
+    traced_args.extend_from_slice(args);
+    let mut traced = Proc::start(strace, &traced_args);
     let mut tracees = KillTracees {
         strace: traced.pid(),
         armed: true,
     };
-    // The worker is strace's child (strace may start others first, to try
-    // its ptrace features); its main thread's id is its pid.
+    // The role is strace's child (strace may start others first, to try
+    // its ptrace features); its main thread's id is its pid. /proc's comm
+    // holds the first 15 bytes of the program's file name.
+    let comm: String = std::path::Path::new(exe)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .chars()
+        .take(15)
+        .collect();
     let deadline = Instant::now() + SOON;
     let children = format!("/proc/{0}/task/{0}/children", traced.pid());
-    let worker: u32 = loop {
+    let role: u32 = loop {
         let listed = std::fs::read_to_string(&children).unwrap_or_default();
-        let named_worker = |pid: &&str| {
+        let named_role = |pid: &&str| {
             std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|name| name.trim_end() == "worker")
+                .is_ok_and(|name| name.trim_end() == comm)
         };
-        if let Some(pid) = listed.split_whitespace().find(named_worker) {
+        if let Some(pid) = listed.split_whitespace().find(named_role) {
             break pid.parse().unwrap();
         }
-        assert!(Instant::now() < deadline, "strace started no worker");
+        assert!(Instant::now() < deadline, "strace started no {comm}");
         std::thread::sleep(Duration::from_millis(10));
     };
-    // Blocks until the worker's connection is up (a DEALER sends to none).
-    backend.send_multipart(["", "Hello"], 0).unwrap();
-    // Each of the worker's polls takes 1.5 s now: a few of them come first.
+    peer.send_multipart(["", "Hello"], 0).unwrap();
+    // Each of the role's polls takes 1.5 s now: a few of them come first.
     traced.wait_log(r#"request b"Hello""#, Duration::from_secs(30));
     let no_timeout = |call: &[String]| {
         call.first()
@@ -274,24 +301,24 @@ fn a_worker_stopped_while_it_sends_its_reply_sends_it_and_exits_0() {
     };
     let deadline = Instant::now() + SOON;
     loop {
-        let (state, call) = thread_state(worker, worker);
+        let (state, call) = thread_state(role, role);
         if state == 't' && no_timeout(&call) {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the worker's main thread never held in a poll with no timeout: {state} {call:?} \
+            "the {comm}'s main thread never held in a poll with no timeout: {state} {call:?} \
              {:#?}",
             traced.stderr()
         );
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(
-        backend.poll(zmq::POLLIN, 0).unwrap(),
+        peer.poll(zmq::POLLIN, 0).unwrap(),
         0,
         "the reply left before the poll of its send: the test proves nothing"
     );
-    let pid = libc::pid_t::try_from(worker).unwrap();
+    let pid = libc::pid_t::try_from(role).unwrap();
     // SAFETY: tgkill only sends a signal to a thread of a process of ours.
     let sent = unsafe { libc::syscall(libc::SYS_tgkill, pid, pid, libc::SIGTERM) };
     assert_eq!(sent, 0, "tgkill: {}", std::io::Error::last_os_error());
@@ -299,7 +326,7 @@ fn a_worker_stopped_while_it_sends_its_reply_sends_it_and_exits_0() {
     traced.expect_exit(0, Duration::from_secs(30));
     tracees.armed = false;
     assert_eq!(
-        backend.recv_multipart(0).expect("the reply"),
+        peer.recv_multipart(0).expect("the reply"),
         [b"".to_vec(), b"World".to_vec()]
     );
     traced.wait_log("served 1 request", SOON);

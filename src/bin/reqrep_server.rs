@@ -39,7 +39,7 @@ use zmq_reqrep::plumbing::endpoint::{self, last_endpoint};
 use zmq_reqrep::plumbing::exit::{self, UsageError};
 use zmq_reqrep::plumbing::listener;
 use zmq_reqrep::plumbing::logging::Count;
-use zmq_reqrep::plumbing::shutdown::{CHECK_INTERVAL_MS, Shutdown};
+use zmq_reqrep::plumbing::shutdown::{self, CHECK_INTERVAL_MS, Shutdown};
 
 /// A REP server: binds, then answers each request with one reply.
 #[derive(Parser, Debug)]
@@ -102,7 +102,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             warn!("stopped mid-request; no reply sent");
             break;
         }
-        socket.send_multipart(reply.to(&request), 0)?;
+        shutdown::send_multipart(&socket, &reply.to(&request))?;
         replies += 1;
         args.faults.crash_if_due(replies)?;
     }

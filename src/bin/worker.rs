@@ -72,7 +72,7 @@ use zmq_reqrep::plumbing::connection::{Change, Watch};
 use zmq_reqrep::plumbing::endpoint;
 use zmq_reqrep::plumbing::exit::{self, UsageError};
 use zmq_reqrep::plumbing::logging::Count;
-use zmq_reqrep::plumbing::shutdown::{CHECK_INTERVAL_MS, Shutdown};
+use zmq_reqrep::plumbing::shutdown::{self, CHECK_INTERVAL_MS, Shutdown};
 use zmq_reqrep::security::credentials::{self, explain_refusal};
 use zmq_reqrep::security::handshake;
 
@@ -193,7 +193,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
                     info!("stopped mid-request; no reply sent");
                     break;
                 }
-                send_reply(&socket, &reply.to(&request))?;
+                shutdown::send_multipart(&socket, &reply.to(&request))?;
                 replies += 1;
                 args.faults.crash_if_due(replies)?;
             }
@@ -201,28 +201,6 @@ fn run(args: &Args) -> anyhow::Result<()> {
         }
     };
     info!("served {}", Count::new(replies, "request"));
-    Ok(())
-}
-
-/// Sends the reply's `frames` as one message. A signal (Ctrl-C, SIGTERM)
-/// that comes during a send makes libzmq give up on it with EINTR before it
-/// took the frame, which is no error: the frame is sent again, and the
-/// loop sees the stop once the reply, for work that was done, has left.
-fn send_reply(socket: &zmq::Socket, frames: &[&[u8]]) -> zmq::Result<()> {
-    for (i, frame) in frames.iter().enumerate() {
-        let more = if i + 1 < frames.len() {
-            zmq::SNDMORE
-        } else {
-            0
-        };
-        loop {
-            match socket.send(*frame, more) {
-                Ok(()) => break,
-                Err(zmq::Error::EINTR) => continue,
-                Err(other) => return Err(other),
-            }
-        }
-    }
     Ok(())
 }
 

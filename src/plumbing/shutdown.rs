@@ -119,3 +119,25 @@ impl Shutdown {
         }
     }
 }
+
+/// Sends `frames` as one message. A signal (Ctrl-C, SIGTERM) that comes
+/// during a send makes libzmq give up on it with EINTR before it took the
+/// frame, which is no error: the frame is sent again, so that a reply for
+/// work that was done leaves before the role looks at the stop.
+pub fn send_multipart(socket: &zmq::Socket, frames: &[&[u8]]) -> zmq::Result<()> {
+    for (i, frame) in frames.iter().enumerate() {
+        let more = if i + 1 < frames.len() {
+            zmq::SNDMORE
+        } else {
+            0
+        };
+        loop {
+            match socket.send(*frame, more) {
+                Ok(()) => break,
+                Err(zmq::Error::EINTR) => continue,
+                Err(other) => return Err(other),
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,8 +1,8 @@
 //! The connecting side: what a client or worker presents to the server.
 //!
 //! A role reads its credentials once, at start-up ([`install`]), and every
-//! socket it then opens presents them ([`present`] or [`apply`], one call
-//! before `connect`): the load-balancing worker opens a DEALER per broker,
+//! socket it then opens presents them ([`apply`], one call before
+//! `connect`): the load-balancing worker opens a DEALER per broker,
 //! and a new one whenever a broker has fallen silent, and each must carry
 //! the same credentials as the first. A process is one party, with one set
 //! of credentials, like its one name in the log; so they are kept here, for
@@ -181,20 +181,7 @@ pub fn install(args: &ClientSecurityArgs) -> Result<(), UsageError> {
 }
 
 /// Gives a connecting `socket` the credentials [`install`] read (none if it
-/// was not called), and watches its handshakes so that a refusal is
-/// explained in the log ([`handshake::watch`]). Call before `connect`.
-///
-/// libzmq allows one monitor per socket: a socket watched otherwise (the
-/// workers' [`crate::plumbing::connection::Watch`]) takes [`apply`] instead
-/// and explains refusals itself with [`handshake::explain`].
-pub fn present(ctx: &zmq::Context, socket: &zmq::Socket) -> zmq::Result<()> {
-    let mechanism = apply(socket)?;
-    handshake::watch(ctx, socket, mechanism);
-    Ok(())
-}
-
-/// Gives a connecting `socket` the credentials [`install`] read (none if it
-/// was not called), without a monitor; returns their mechanism, for
+/// was not called); returns their mechanism, for
 /// [`handshake::explain`]. Call before `connect`.
 pub fn apply(socket: &zmq::Socket) -> zmq::Result<Mechanism> {
     let credentials = INSTALLED.get().unwrap_or(&Credentials::Null);

@@ -25,7 +25,7 @@
 //! libzmq 4.3 gives up on a connection the server refused with an ERROR
 //! (a ZAP status, a mechanism mismatch: the session ends as a protocol
 //! error), but reconnects after a hang-up, every 100 ms by default, failing
-//! the same way each time. [`watch`] starts a monitor on a connecting
+//! the same way each time. [`watch_linked`] starts a monitor on a connecting
 //! socket and turns these events into one warning each, repeated at most
 //! every [`REPEAT_EVERY`]. The thread ends when the socket is closed
 //! (libzmq's MONITOR_STOPPED event): a socket takes its monitor with it.
@@ -55,7 +55,7 @@ use crate::plumbing::monitor::{self, MECHANISM_MISMATCH, errno_text, protocol_er
 static REFUSED: AtomicBool = AtomicBool::new(false);
 
 /// Whether a server refused one of this process's watched sockets with a
-/// reason, which [`watch`] has logged.
+/// reason, which [`watch_linked`] has logged.
 pub fn refused() -> bool {
     REFUSED.load(Ordering::Relaxed)
 }
@@ -93,17 +93,9 @@ const EVENT_CONNECTED: u16 = zmq::SocketEvent::CONNECTED as u16;
 const EVENT_DISCONNECTED: u16 = zmq::SocketEvent::DISCONNECTED as u16;
 
 /// Starts a thread that explains the handshake failures of a connecting
-/// `socket` whose side uses `ours` (call before `connect`). A monitor that
-/// cannot be started costs the explanations, not the connection: it is
-/// reported and the role goes on.
-pub fn watch(ctx: &zmq::Context, socket: &zmq::Socket, ours: Mechanism) {
-    if let Err(error) = start(ctx, socket, ours, None) {
-        warn!("cannot watch the handshakes ({error}): a refusal will show only as no reply");
-    }
-}
-
-/// [`watch`], and the same thread keeps `link` up to date: up while a
-/// connection of `socket` has completed its handshake. Should no monitor
+/// `socket` whose side uses `ours` (call before `connect`), and keeps
+/// `link` up to date: up while a connection of `socket` has completed its
+/// handshake. Should no monitor
 /// start, `link` counts as always up (a request then waits in libzmq's
 /// queue for a connection, as with a plain socket), and a warning says so.
 pub fn watch_linked(ctx: &zmq::Context, socket: &zmq::Socket, ours: Mechanism, link: &Link) {
