@@ -10,9 +10,14 @@ use std::fmt::Write as _;
 use super::Report;
 use crate::plumbing::logging::Count;
 
-const WIDTH: f64 = 1100.0;
-const LABEL_WIDTH: f64 = 330.0;
+/// The narrowest label column; a longer variant name widens it.
+const MIN_LABEL_WIDTH: f64 = 330.0;
+/// Room for one character of a label at 13 px: a little more than the
+/// average sans-serif character, so that a long name never runs into its bar.
+const CHAR_WIDTH: f64 = 7.5;
 const BAR_AREA: f64 = 330.0;
+/// Room right of the longest bar for its figures.
+const FIGURES_WIDTH: f64 = 440.0;
 const ROW: f64 = 24.0;
 const HEADER: f64 = 34.0;
 
@@ -31,10 +36,18 @@ pub fn svg(report: &Report) -> String {
         }
     }
     let height = 60.0 + scenarios.len() as f64 * HEADER + report.rows.len() as f64 * ROW + 20.0;
+    let longest = report
+        .rows
+        .iter()
+        .map(|row| row.variant.chars().count())
+        .max()
+        .unwrap_or_default();
+    let label_width = (20.0 + longest as f64 * CHAR_WIDTH + 10.0).max(MIN_LABEL_WIDTH);
+    let width = label_width + BAR_AREA + FIGURES_WIDTH;
     let mut out = String::new();
     let _ = writeln!(
         out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="13">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="13">"#
     );
     let _ = writeln!(
         out,
@@ -98,13 +111,13 @@ pub fn svg(report: &Report) -> String {
             );
             let _ = writeln!(
                 out,
-                r#"<rect x="{LABEL_WIDTH}" y="{}" width="{length:.1}" height="16" fill="{colour}"/>"#,
+                r#"<rect x="{label_width}" y="{}" width="{length:.1}" height="16" fill="{colour}"/>"#,
                 y + 3.0
             );
             let _ = writeln!(
                 out,
                 r##"<text x="{:.1}" y="{}" fill="#222">{:.0}/s, {ratio}, p99 {:.2} ms{memory}{lost}</text>"##,
-                LABEL_WIDTH + length + 6.0,
+                label_width + length + 6.0,
                 y + 15.0,
                 row.throughput,
                 row.latency.p99_ms
@@ -158,5 +171,44 @@ mod tests {
         );
         assert!(svg.contains("0.50x baseline"));
         assert!(svg.contains("x&lt;y"), "text is escaped");
+    }
+
+    #[test]
+    fn a_long_variant_name_widens_the_label_column() {
+        let long = "broker --mode proxy --io-threads 2, 10000 clients";
+        let report = Report {
+            machine: Machine {
+                cores: 2,
+                cpu: "cpu".into(),
+                kernel: "6".into(),
+                build: "release".into(),
+            },
+            command: "bench scale".into(),
+            rows: vec![Row {
+                scenario: "scale".into(),
+                variant: long.into(),
+                baseline: true,
+                clients: 10_000,
+                workers: 4,
+                answered: 10,
+                lost: 0,
+                throughput: 100.0,
+                throughput_runs: vec![100.0],
+                latency: Percentiles::default(),
+                server_rss_mib: None,
+                server_cpu_s: None,
+                connect_s: None,
+                ratio: None,
+            }],
+        };
+        let svg = svg(&report);
+        let bar_x: f64 = svg
+            .split(r#"<rect x=""#)
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .and_then(|x| x.parse().ok())
+            .expect("a bar");
+        // The label starts at x=20; its bar starts after its last character.
+        assert!(bar_x >= 20.0 + long.len() as f64 * CHAR_WIDTH, "{svg}");
     }
 }
