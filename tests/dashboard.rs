@@ -385,29 +385,3 @@ fn a_refused_request_gets_a_whole_503_and_an_orderly_end() {
         "{statuses:?}"
     );
 }
-
-/// Waits (at most 10 s) until every thread of process `pid` is stopped:
-/// SIGSTOP is delivered after `kill` returns.
-fn wait_stopped(pid: u32) {
-    let deadline = Instant::now() + SOON;
-    let all_stopped = || {
-        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads");
-        tasks.flatten().all(|task| {
-            // "pid (name) STATE ...": the state follows the last ')'.
-            std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
-                stat.rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .trim_start()
-                    .starts_with('T')
-            })
-        })
-    };
-    while !all_stopped() {
-        assert!(
-            Instant::now() < deadline,
-            "process {pid} not stopped within {SOON:?}"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
-}
