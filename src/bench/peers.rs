@@ -448,7 +448,7 @@ fn check_open_files(clients: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `clients` lock-step clients in one process (see [`Clients`]), through
+/// `clients` lock-step clients in one process (see `Clients`), through
 /// a broker, presenting `credentials`. `connect` may name several brokers,
 /// separated by commas: each client connects to all, and libzmq sends to
 /// them in turn.

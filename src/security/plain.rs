@@ -161,7 +161,7 @@ fn file_lines(text: &str) -> std::str::Lines<'_> {
 }
 
 /// Reads a client's password file: its first line, without the line end
-/// and with nothing else removed ([`file_lines`]).
+/// and with nothing else removed (`file_lines`).
 pub fn read_password(option: &'static str, path: &Path) -> Result<String, UsageError> {
     let text = read_text(option, path)?;
     let password = file_lines(&text).next().unwrap_or("");

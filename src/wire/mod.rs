@@ -14,7 +14,7 @@
 //! |---|---|
 //! | [`decoder`] | the ZMTP decoder: a pure state machine, bytes in, events out, bounded memory |
 //! | [`relay`] | the TCP relay: accept, connect, copy both ways, decode after copying |
-//! | [`print`] | the lines for people and the JSON lines, from a printer thread the relay never waits for |
+//! | [`mod@print`] | the lines for people and the JSON lines, from a printer thread the relay never waits for |
 //!
 //! [`start`] puts the three together: `src/bin/wire.rs` runs it until
 //! Ctrl-C, and `socket_pairs --wire` puts one between the two sockets of a

@@ -20,7 +20,7 @@
 //! #1 client > server  message  b"" (MORE, 0 bytes: 01 00) + b"Hello" (5 bytes: 00 05 48 65 6c 6c 6f)
 //! ```
 //!
-//! With `--json`, one object per event ([`json`]).
+//! With `--json`, one object per event ([`fn@json`]).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
