@@ -137,6 +137,36 @@ fn one_client_connected_to_three_servers_uses_every_one() {
     assert_eq!(total, 30);
 }
 
+/// A REP never reports a full queue: it drops the reply. At a mark of 32
+/// (the listeners' own), it misjudged its queue full under a burst and lost
+/// replies that the DEALER was reading all along (src/plumbing/listener.rs,
+/// `REP_SNDHWM`).
+#[test]
+fn a_dealer_that_sends_two_thousand_requests_at_once_gets_every_reply() {
+    let (_server, endpoint) = start_server(&[]);
+    let ctx = zmq::Context::new();
+    let dealer = ctx.socket(zmq::DEALER).unwrap();
+    dealer.set_linger(0).unwrap();
+    dealer.set_rcvtimeo(5_000).unwrap();
+    dealer.connect(&endpoint).unwrap();
+    const BURST: usize = 2000;
+    // Twenty bursts: at the old mark, 2 runs of 3 lost replies.
+    for burst in 0..20 {
+        for i in 0..BURST {
+            let body = format!("Hello {i}");
+            dealer
+                .send_multipart([&b""[..], body.as_bytes()], 0)
+                .unwrap();
+        }
+        for i in 0..BURST {
+            let reply = dealer.recv_multipart(0).unwrap_or_else(|error| {
+                panic!("burst {burst}: reply {i} of {BURST} never came ({error})")
+            });
+            assert_eq!(reply, vec![b"".to_vec(), b"World".to_vec()]);
+        }
+    }
+}
+
 #[test]
 fn empty_binary_and_large_payloads_reach_the_server_byte_for_byte() {
     let (server, endpoint) = start_server(&["--echo"]);

@@ -44,7 +44,7 @@
 //!   34 MiB for one-frame messages at the 1 MiB default (measured: a server
 //!   or broker flooded by one such client peaks at about 40 MiB);
 //! - outgoing: `LISTEN_HWM` messages of ours (replies, heartbeats), plus the
-//!   one being encoded;
+//!   one being encoded; a REP's mark is [`REP_SNDHWM`] (see there why);
 //! - besides, the kernel buffers some MiB per TCP connection, not counted in
 //!   the process's memory.
 //!
@@ -110,6 +110,20 @@ pub const LISTEN_BACKLOG: i32 = 65535;
 /// REQ client has one request in flight, a lock-step worker one reply, so
 /// this leaves ample room for a DEALER that keeps some requests in flight.
 pub const LISTEN_HWM: i32 = 32;
+
+/// A REP's outgoing mark (ZMQ_SNDHWM): libzmq's default, not
+/// [`LISTEN_HWM`]. A REP never says its queue is full: it decides whether a
+/// reply will go when it *receives* the request, and if its queue to that
+/// peer looks full then, it drops the reply silently. It looks with a lag:
+/// it learns how much its I/O thread has taken only every half-mark
+/// messages, and then up to a millisecond late. At 32, a DEALER that sent
+/// 1,000 requests at once to `reqrep_server` lost about a tenth of their
+/// replies in 6 runs of 10, while it was reading them all. The price: a
+/// peer that keeps sending requests and never reads the replies makes the
+/// REP hold up to this many replies: a thousand `World`s are nothing; with
+/// `--echo`, they are that peer's own requests, each up to
+/// `--max-message-bytes`.
+pub const REP_SNDHWM: i32 = 1000;
 
 /// How long closing a listener may wait for its monitor thread: the
 /// socket's linger, and a margin.
@@ -189,7 +203,8 @@ impl Hardening {
         socket.set_backlog(LISTEN_BACKLOG)?; // many clients connecting at once
         socket.set_maxmsgsize(self.limits.as_maxmsgsize())?; // refuse oversize frames
         socket.set_rcvhwm(LISTEN_HWM)?; // bounded memory per peer (module header)
-        socket.set_sndhwm(LISTEN_HWM)?;
+        let rep = socket.get_socket_type()? == zmq::REP;
+        socket.set_sndhwm(if rep { REP_SNDHWM } else { LISTEN_HWM })?; // a REP drops when full (above)
         keepalive::enable(&socket)?; // drop silent peers; peers drop us if we go silent
         self.gate.protect(&socket, kind)?; // who may join
         let watch = monitor::watch(
