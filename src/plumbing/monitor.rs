@@ -594,9 +594,9 @@ impl Watcher {
             } else if greeted {
                 self.lines.warn(|| {
                     format!(
-                        "{kind}: lost a peer right after its handshake, too fast to read its \
-                         address: it left at once, or libzmq dropped it for a frame over \
-                         --max-message-bytes ({max}) or a malformed frame"
+                        "{kind}: a peer left before this process could read its address (it \
+                         stayed only a moment, or this process was busy), or libzmq dropped it \
+                         for a frame over --max-message-bytes ({max}) or a malformed frame"
                     )
                 });
             } else {
